@@ -1,0 +1,100 @@
+"""The KV cache: preallocated key/value buffers for every layer and a length.
+
+Verbs: ``reserve`` (make room before a loop so decoding never allocates), ``append`` (done by each attention
+layer during a forward pass; ``advance`` commits the new length once all layers have written), ``rewind`` (forget
+everything past a position: undo, cut tokens, cache reuse), ``fork`` (an independent copy) and ``expand``
+(repeat batch row 0, so several samples share one prefill).
+"""
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    """Keys and values of shape (n_layer, batch, n_head, capacity, head_dim), valid up to ``length``."""
+
+    def __init__(self, n_layer: int, n_head: int, head_dim: int, *, max_length: int, batch: int = 1,
+                 capacity: int = 0, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                 step: int = 256):
+        self.n_layer, self.n_head, self.head_dim = n_layer, n_head, head_dim
+        self.max_length = max_length  # the model's context window: the cache never grows past it
+        self.step = step              # growth granularity, so growing is rare
+        self.dtype, self.device = dtype, torch.device(device)
+        self.length = 0
+        self.k = self.v = None
+        self._alloc(batch, min(max(capacity, 0), max_length))
+
+    @classmethod
+    def for_config(cls, config, *, batch: int = 1, capacity: int = 0, dtype=torch.float32, device="cpu"):
+        return cls(config.n_layer, config.n_head, config.head_dim, max_length=config.n_positions, batch=batch,
+                   capacity=capacity, dtype=dtype, device=device)
+
+    def _alloc(self, batch: int, capacity: int) -> None:
+        shape = (self.n_layer, batch, self.n_head, capacity, self.head_dim)
+        k = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        v = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        if self.k is not None and self.length:
+            k[:, :, :, :self.length] = self.k[:, :, :, :self.length]
+            v[:, :, :, :self.length] = self.v[:, :, :, :self.length]
+        self.k, self.v = k, v
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[3]
+
+    def reserve(self, n: int) -> None:
+        """Make sure ``n`` positions fit without reallocating (rounded up to ``step``, capped at max_length)."""
+        if n > self.max_length:
+            raise ValueError(f"cannot reserve {n} positions: the context window is {self.max_length}")
+        if n > self.capacity:
+            self._alloc(self.batch, min(self.max_length, -(-n // self.step) * self.step))
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this forward pass's keys/values (batch, n_head, T, head_dim) at ``length`` for one layer and
+        return the keys/values of every position so far. ``advance(T)`` commits them after the last layer."""
+        t = k.shape[2]
+        end = self.length + t
+        if end > self.capacity:
+            self.reserve(end)
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, t: int) -> None:
+        self.length += t
+
+    def rewind(self, position: int) -> None:
+        """Forget every position at or past ``position`` (no copy: later writes overwrite them)."""
+        if not 0 <= position <= self.length:
+            raise ValueError(f"cannot rewind to {position}: the cache holds {self.length} positions")
+        self.length = position
+
+    def fork(self) -> "KVCache":
+        """An independent copy holding the same positions."""
+        new = KVCache(self.n_layer, self.n_head, self.head_dim, max_length=self.max_length, batch=self.batch,
+                      capacity=0, dtype=self.dtype, device=self.device, step=self.step)
+        new.k = self.k[:, :, :, :self.capacity].clone()
+        new.v = self.v[:, :, :, :self.capacity].clone()
+        new.length = self.length
+        return new
+
+    def expand(self, batch: int, capacity: int | None = None) -> "KVCache":
+        """A new cache whose ``batch`` rows all start as copies of row 0 (one prefill shared by many samples)."""
+        cap = max(self.length, capacity or self.capacity)
+        new = KVCache(self.n_layer, self.n_head, self.head_dim, max_length=self.max_length, batch=batch,
+                      capacity=cap, dtype=self.dtype, device=self.device, step=self.step)
+        new.k[:, :, :, :self.length] = self.k[:, :1, :, :self.length]
+        new.v[:, :, :, :self.length] = self.v[:, :1, :, :self.length]
+        new.length = self.length
+        return new
+
+    def nbytes(self) -> int:
+        return self.k.numel() * self.k.element_size() * 2
+
+    def __repr__(self) -> str:
+        return (f"KVCache(length={self.length}, capacity={self.capacity}, batch={self.batch}, "
+                f"layers={self.n_layer}, dtype={self.dtype})")

@@ -1,0 +1,158 @@
+"""The ``convsynth`` command: complete, demo, mtpb, convert, bench."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _sampling_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: the packaged model)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.2, help="0 means greedy")
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def _sampling(args) -> dict:
+    return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
+
+
+def cmd_complete(args) -> int:
+    import convsynth
+    cg = convsynth.load(args.model, device=args.device, dtype=args.dtype)
+    stop = args.stop if args.stop else None
+    if stop and len(stop) == 1 and stop[0] == "codegen":
+        stop = "codegen"
+    sys.stdout.write(args.prompt)
+    sys.stdout.flush()
+    for piece in cg.stream(args.prompt, stop=stop, **_sampling(args)):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+DEMO_TURNS = [
+    "Assign the list of numbers [3, 1, 4, 1, 5, 9, 2, 6] to a variable named numbers.",
+    "Sort the numbers and assign the result to sorted_numbers.",
+    "Compute the sum of the numbers and assign it to total.",
+    "Print the sorted numbers and the total.",
+]
+
+
+def cmd_demo(args) -> int:
+    """The main job: a multi-turn session on a model, each step generated, run in the sandbox and shown."""
+    import convsynth
+    print(f"Loading {'the packaged model' if args.model is None else args.model} ...", flush=True)
+    cg = convsynth.load(args.model, device=args.device, dtype=args.dtype)
+    print(repr(cg), flush=True)
+    kw = _sampling(args)
+    with convsynth.Session(cg, **kw) as session:
+        for i, instruction in enumerate(args.turn or DEMO_TURNS, 1):
+            print(f"\n=== turn {i}: # {instruction}", flush=True)
+            turn = session.ask(instruction, on_text=lambda piece: print(piece, end="", flush=True))
+            print()
+            result = session.run()[-1] if session.turns else None
+            st = turn.stats
+            print(f"--- {st.prefill_tokens} new prompt tokens, {st.cached_tokens} from the cache, "
+                  f"first token after {st.time_to_first_token * 1000:.0f} ms, {st.decode_tokens_per_s:.0f} tok/s")
+            if result is not None:
+                print(f"--- ran: {result.status}" + (f" ({result.note})" if result.note else ""))
+                for stream in (result.stdout, result.stderr):
+                    if stream:
+                        print(stream.rstrip())
+                if result.error:
+                    print(result.error)
+        print("\n=== the whole program:\n" + session.to_python())
+        if args.save:
+            session.save(args.save)
+            print(f"saved the session to {args.save}")
+        if args.notebook:
+            session.to_notebook(args.notebook)
+            print(f"wrote the notebook {args.notebook}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .checkpoint import convert
+    out = convert(args.src, args.dst, dtype=args.dtype, revision=args.revision)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_mtpb(args) -> int:
+    from .mtpb import main as mtpb_main
+    return mtpb_main(args)
+
+
+def cmd_bench(args) -> int:
+    import runpy
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+    if not script.exists():
+        print("the benchmark suite lives in the repository's benchmarks/ folder; run it from a checkout",
+              file=sys.stderr)
+        return 2
+    sys.argv = [str(script)] + args.rest
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convsynth", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("complete", help="stream a completion of PROMPT to the terminal")
+    p.add_argument("prompt")
+    p.add_argument("--stop", action="append", help="a stop regex (repeatable) or 'codegen' for the original rules")
+    _sampling_flags(p)
+    p.set_defaults(func=cmd_complete)
+
+    p = sub.add_parser("demo", help="a multi-turn session: generate, run and show each step")
+    p.add_argument("--turn", action="append", help="an instruction (repeatable); default: a built-in 4-turn demo")
+    p.add_argument("--save", help="save the session as JSON here")
+    p.add_argument("--notebook", help="export the session as a notebook here")
+    _sampling_flags(p)
+    p.set_defaults(func=cmd_demo, temperature=0.0)
+
+    p = sub.add_parser("convert", help="write a checkpoint as config.json + model.safetensors + tokenizer")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: keep)")
+    p.add_argument("--revision", default=None)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("mtpb", help="run the Multi-Turn Programming Benchmark")
+    from_mtpb = _mtpb_flags(p)
+    p.set_defaults(func=cmd_mtpb, **from_mtpb)
+
+    p = sub.add_parser("bench", help="run the benchmark suite (benchmarks/run.py) with its own flags")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def _mtpb_flags(p) -> dict:
+    try:
+        from .mtpb import add_arguments
+    except ImportError:
+        return {}
+    add_arguments(p)
+    return {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .errors import ConvsynthError
+    try:
+        return args.func(args)
+    except ConvsynthError as e:
+        print(f"convsynth: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,123 @@
+"""``convsynth.load()`` and the ``CodeGen`` object: strings in, strings out."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from . import checkpoint
+from .config import CodeGenConfig
+from .generate import Completion, Sampling, check_prompt, iter_generation
+from .stops import StopSpec, make_stop
+
+
+class CodeGen:
+    """A loaded CodeGen model with its tokenizer. Build one with ``convsynth.load()``."""
+
+    def __init__(self, model, tokenizer, *, name: str = "", path: Path | None = None):
+        self.model, self.tokenizer = model, tokenizer
+        self.config: CodeGenConfig = model.config
+        self.name, self.path = name, path
+        self.load_seconds = 0.0
+        self.lock = threading.Lock()  # one generation at a time per model (caches are per caller)
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device)
+
+    @property
+    def dtype(self) -> str:
+        return str(self.model.dtype).replace("torch.", "")
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"CodeGen({self.name!r}, n_layer={c.n_layer}, n_embd={c.n_embd}, params="
+                f"{self.model.num_parameters() / 1e6:.1f}M, device={self.device}, dtype={self.dtype})")
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    @torch.inference_mode()
+    def logits(self, ids: list[int]) -> torch.Tensor:
+        """fp32 logits (len(ids), vocab) of a plain full forward pass, for checks against a reference."""
+        check_prompt(len(ids), self.config.n_positions + 1)
+        return self.model(torch.tensor([list(ids)], device=self.model.device))[0].float().cpu()
+
+    def sampling(self, **kw) -> Sampling:
+        return Sampling(**{k: v for k, v in kw.items() if v is not None or k == "seed"})
+
+    def _prompt_ids(self, prompt: str, truncate_prompt: bool) -> list[int]:
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
+        ids = self.tokenizer.encode(prompt)
+        if truncate_prompt and len(ids) >= self.config.n_positions:
+            ids = ids[-(self.config.n_positions - 1):]  # keep the end: that is what the model continues
+        check_prompt(len(ids), self.config.n_positions)
+        return ids
+
+    def generate(self, prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
+                 top_k: int = 0, repetition_penalty: float = 1.0, stop: StopSpec = None, num_samples: int = 1,
+                 seed: int | None = None, truncate_prompt: bool = False) -> Completion:
+        """Like ``complete`` but returns the full Completion record (texts, token ids, finish reasons, timings)."""
+        gen = self._iter(prompt, locals())
+        while True:
+            try:
+                next(gen)
+            except StopIteration as done:
+                return done.value
+
+    def complete(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
+                 top_k: int = 0, repetition_penalty: float = 1.0, stop: StopSpec = None, num_samples: int = 1,
+                 seed: int | None = None, truncate_prompt: bool = False) -> str | list[str]:
+        """The completion of ``prompt`` (a list of ``num_samples`` completions when more than one).
+        ``stop``: None, 'codegen' (the original truncation rules), a regex or a list of regexes (multiline), or a
+        callable text -> cut index. ``temperature=0`` is greedy. ``truncate_prompt`` keeps the prompt's last
+        tokens when it does not fit the context window (otherwise that is an error)."""
+        out = self.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                            top_k=top_k, repetition_penalty=repetition_penalty, stop=stop, num_samples=num_samples,
+                            seed=seed, truncate_prompt=truncate_prompt)
+        return out.texts[0] if num_samples == 1 else out.texts
+
+    def stream(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
+               top_k: int = 0, repetition_penalty: float = 1.0, stop: StopSpec = None, seed: int | None = None,
+               truncate_prompt: bool = False) -> Iterator[str]:
+        """Yield the completion as text pieces while it is decoded; their concatenation equals ``complete()``."""
+        args = dict(locals(), num_samples=1)
+        yield from (piece for _, piece in self._iter(prompt, args))
+
+    def _iter(self, prompt, args):
+        num_samples = args.get("num_samples", 1)
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples={num_samples!r} must be an integer >= 1")
+        s = Sampling(max_new_tokens=args["max_new_tokens"], temperature=args["temperature"], top_p=args["top_p"],
+                     top_k=args["top_k"], repetition_penalty=args["repetition_penalty"], seed=args["seed"])
+        stop = make_stop(args["stop"])
+        ids = self._prompt_ids(prompt, args["truncate_prompt"])
+        with self.lock:
+            cache = self.model.new_cache(batch=1)
+            return (yield from iter_generation(self.model, self.tokenizer, cache, ids, s, stop,
+                                               num_samples=num_samples))
+
+
+def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
+         revision: str | None = None) -> CodeGen:
+    """Load a CodeGen checkpoint: None (the small model packaged with convsynth), a local directory with
+    config.json and weights (.safetensors or .bin, sharded or not), or a hub id such as
+    'Salesforce/codegen-350M-mono' (downloaded through huggingface_hub; needs network the first time)."""
+    from .tokenizer import CodeGenTokenizer
+    t0 = time.perf_counter()
+    directory = checkpoint.resolve(name_or_path, revision)
+    config = checkpoint.read_config(directory)
+    dev = checkpoint.parse_device(device)
+    model = checkpoint.load_weights(directory, config, device=dev, dtype=checkpoint.parse_dtype(dtype, dev))
+    tokenizer = CodeGenTokenizer.from_pretrained(directory)
+    name = str(name_or_path) if name_or_path is not None else "convsynth-tiny"
+    cg = CodeGen(model, tokenizer, name=name, path=directory)
+    cg.load_seconds = time.perf_counter() - t0
+    return cg

@@ -1,0 +1,29 @@
+"""Exceptions that convsynth raises. Each message says what is wrong and what to do."""
+
+
+class ConvsynthError(Exception):
+    """Base class of every error convsynth raises on purpose."""
+
+
+class ConfigError(ConvsynthError, ValueError):
+    """A config.json describes a model convsynth cannot run."""
+
+
+class CheckpointError(ConvsynthError, OSError):
+    """A checkpoint is missing, unreadable, corrupt or does not fit the config."""
+
+
+class ContextWindowError(ConvsynthError, ValueError):
+    """A prompt (plus the tokens to generate) does not fit the model's context window."""
+
+
+class SamplingError(ConvsynthError, ValueError):
+    """Sampling settings are out of range."""
+
+
+class SessionError(ConvsynthError):
+    """A session operation cannot be done (bad index, nothing to undo, wrong model...)."""
+
+
+class GenerationCancelled(ConvsynthError):
+    """Generation was stopped by cancel(); the session is left as it was before the turn."""

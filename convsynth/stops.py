@@ -1,0 +1,77 @@
+"""Stop rules: when to end a completion, and where to cut it.
+
+A stop rule is a function ``text -> int | None``: given the completion decoded so far, it returns the index at
+which the final completion ends once that is settled by the text seen so far, else None. Generation calls it
+after every token and stops as soon as it returns an index, so the result equals truncating after the fact.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterable, Union
+
+StopRule = Callable[[str], Union[int, None]]
+StopSpec = Union[None, str, Iterable[str], StopRule]
+
+# The terminals of the original CodeGen sampler (jaxformer's truncate), matched per line (re.MULTILINE).
+CODEGEN_TERMINALS = ["^#", re.escape("<|endoftext|>"), "^'''", '^"""', "\n\n\n"]
+_TERMINALS = [re.compile(p, re.MULTILINE) for p in CODEGEN_TERMINALS]
+_PRINT = re.compile("^print", re.MULTILINE)
+_DEF = re.compile("^def", re.MULTILINE)
+
+
+def truncate_codegen(completion: str) -> str:
+    """The original CodeGen truncation: cut before a second top-level ``print``, then before a second top-level
+    ``def``, then at the earliest of a line starting with ``#``, ``<|endoftext|>``, a line starting with
+    triple quotes, or two blank lines."""
+    return completion[:_codegen_cut(completion)]
+
+
+def _codegen_cut(text: str) -> int:
+    prints = list(_PRINT.finditer(text))
+    if len(prints) > 1:
+        text = text[:prints[1].start()]
+    defs = list(_DEF.finditer(text))
+    if len(defs) > 1:
+        text = text[:defs[1].start()]
+    hits = [m.start() for m in (t.search(text) for t in _TERMINALS) if m]
+    return min(hits) if hits else len(text)
+
+
+def codegen_stop(text: str) -> int | None:
+    """Stop rule for the original truncation. Every trigger is settled once it appears (a later token can only
+    add matches further right), so stopping at the first trigger gives the same text as truncating at the end."""
+    cut = _codegen_cut(text)
+    return cut if cut < len(text) else None
+
+
+def regex_stop(patterns: Iterable[str]) -> StopRule:
+    """Stop at the earliest match of any pattern (compiled with re.MULTILINE); the match is cut off."""
+    compiled = [re.compile(p, re.MULTILINE) for p in patterns]
+
+    def rule(text: str) -> int | None:
+        hits = [m.start() for m in (c.search(text) for c in compiled) if m]
+        return min(hits) if hits else None
+    return rule
+
+
+PRESETS: dict[str, StopRule] = {"codegen": codegen_stop}
+
+
+def make_stop(stop: StopSpec) -> StopRule | None:
+    """Turn a user's ``stop=`` argument into a rule: None, a preset name ('codegen'), one regex, a list of
+    regexes, or a callable ``text -> cut index | None``."""
+    if stop is None:
+        return None
+    if callable(stop):
+        return stop
+    if isinstance(stop, str):
+        return PRESETS.get(stop) or regex_stop([stop])
+    patterns = list(stop)
+    if not all(isinstance(p, str) for p in patterns):
+        raise TypeError("stop must be None, a preset name, a regex string, a list of regex strings or a callable")
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as e:
+            raise ValueError(f"stop pattern {p!r} is not a valid regular expression: {e}") from None
+    return regex_stop(patterns)

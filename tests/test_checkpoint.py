@@ -1,0 +1,206 @@
+"""Loading real checkpoint layouts, converting them, and every kind of bad checkpoint."""
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import convsynth
+from convsynth import CheckpointError, ConfigError
+from convsynth.config import CodeGenConfig, PRESETS, preset
+
+from conftest import ROOT, reference_model, write_checkpoint
+
+
+def test_presets_cover_the_twelve_checkpoints():
+    assert len(PRESETS) == 12
+    c = preset("codegen-350M-mono")
+    assert (c.n_embd, c.n_layer, c.n_head, c.rotary_dim, c.head_dim) == (1024, 20, 16, 32, 64)
+    assert preset("Salesforce/codegen-2B-nl").head_dim == 80
+    assert preset("codegen-16B-multi").n_layer == 34
+    with pytest.raises(ConfigError):
+        preset("codegen-1B-mono")
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(model_type="gpt2"), "model_type"),
+    (dict(n_embd=100, n_head=16), "divisible"),
+    (dict(n_embd=96, n_head=6, rotary_dim=8), "4"),
+    (dict(rotary_dim=7), "even"),
+    (dict(n_embd=64, n_head=4, rotary_dim=32), "larger than the head"),
+])
+def test_config_errors(change, words):
+    d = dict(model_type="codegen", n_embd=64, n_layer=2, n_head=4, rotary_dim=8)
+    d.update(change)
+    with pytest.raises(ConfigError, match=words):
+        CodeGenConfig.from_dict(d)
+
+
+def test_config_round_trip_and_old_keys():
+    c = CodeGenConfig.from_dict({"model_type": "codegen", "n_embd": 64, "n_head": 4, "n_layer": 1,
+                                 "rotary_dim": 8, "n_ctx": 512, "eos_token_id": 2})
+    assert c.n_positions == 2048  # like the reference: n_ctx is not the window
+    c2 = CodeGenConfig.from_dict(c.to_dict())
+    assert c2 == c
+
+
+def test_missing_path():
+    with pytest.raises(CheckpointError, match="no such checkpoint directory"):
+        convsynth.load("./no/such/dir")
+
+
+def test_directory_without_config(tmp_path):
+    with pytest.raises(CheckpointError, match="no config.json"):
+        convsynth.load(tmp_path)
+
+
+def test_directory_without_weights(tmp_path):
+    reference_model("tiny").config.save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="no weights"):
+        convsynth.load(tmp_path)
+
+
+def copy_ckpt(checkpoints, fmt, tmp_path):
+    src, _ = checkpoints("tiny", fmt)
+    dst = tmp_path / "ckpt"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_truncated_safetensors(checkpoints, tmp_path):
+    d = copy_ckpt(checkpoints, "safetensors", tmp_path)
+    f = d / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        convsynth.load(d)
+
+
+def test_garbage_safetensors(checkpoints, tmp_path):
+    d = copy_ckpt(checkpoints, "safetensors", tmp_path)
+    (d / "model.safetensors").write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        convsynth.load(d)
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo should-never-run",))
+
+
+def test_bin_that_needs_unsafe_unpickling(checkpoints, tmp_path):
+    d = copy_ckpt(checkpoints, "bin", tmp_path)
+    with open(d / "pytorch_model.bin", "wb") as f:
+        pickle.dump({"x": Evil()}, f)
+    with pytest.raises(CheckpointError, match="unsafe unpickling"):
+        convsynth.load(d)
+
+
+def test_bin_that_is_not_a_state_dict(checkpoints, tmp_path):
+    d = copy_ckpt(checkpoints, "bin", tmp_path)
+    torch.save([torch.zeros(3)], d / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="does not hold a state dict"):
+        convsynth.load(d)
+
+
+def test_missing_and_misshaped_tensors_are_named(checkpoints, tmp_path):
+    d = copy_ckpt(checkpoints, "bin", tmp_path)
+    sd = torch.load(d / "pytorch_model.bin", weights_only=True)
+    del sd["transformer.h.1.mlp.fc_in.bias"]
+    sd["transformer.ln_f.weight"] = torch.ones(32)
+    sd["transformer.h.0.attn.extra"] = torch.ones(2)
+    torch.save(sd, d / "pytorch_model.bin")
+    with pytest.raises(CheckpointError) as e:
+        convsynth.load(d)
+    msg = str(e.value)
+    assert "missing tensor transformer.h.1.mlp.fc_in.bias" in msg
+    assert "transformer.ln_f.weight has shape (32,)" in msg
+    assert "unexpected tensor transformer.h.0.attn.extra" in msg
+
+
+def test_unsupported_model_type(checkpoints, tmp_path):
+    d = copy_ckpt(checkpoints, "safetensors", tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["model_type"] = "llama"
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="CodeGen checkpoints only"):
+        convsynth.load(d)
+
+
+def test_missing_shard(checkpoints, tmp_path):
+    d = copy_ckpt(checkpoints, "safetensors-sharded", tmp_path)
+    next(d.glob("model-0000*.safetensors")).unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        convsynth.load(d)
+
+
+def test_hub_id_offline_says_what_to_do():
+    code = ("import convsynth\ntry:\n    convsynth.load('Salesforce/codegen-350M-mono')\n"
+            "except convsynth.CheckpointError as e:\n    print('ERR', e)\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(ROOT / "tests" / ".artifacts" / "hf-empty"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "ERR" in out.stdout and "pass its path to convsynth.load()" in out.stdout, out.stdout + out.stderr
+
+
+def test_convert_bin_to_safetensors(checkpoints, tmp_path):
+    src, ref = checkpoints("tiny", "bin-sharded")
+    out = subprocess.run([sys.executable, "-m", "convsynth", "convert", str(src), str(tmp_path / "st")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "st" / "model.safetensors").exists() and (tmp_path / "st" / "tokenizer.json").exists()
+    a, b = convsynth.load(src), convsynth.load(tmp_path / "st")
+    ids = list(range(100, 140))
+    assert torch.equal(a.logits(ids), b.logits(ids))
+
+
+def test_fp16_bin_like_the_hub_loads_as_fp32(tmp_path):
+    ref = reference_model("tiny")
+    d = write_checkpoint(ref, tmp_path / "fp16", "bin", dtype=torch.float16)
+    cg = convsynth.load(d)
+    assert cg.model.dtype == torch.float32
+    ids = list(range(1000, 1030))
+    with torch.no_grad():
+        want = ref.half().float()(torch.tensor([ids])).logits[0]
+    assert (cg.logits(ids) - want).abs().max() < 1e-4
+
+
+PEAK = r"""
+import sys
+import torch, convsynth, convsynth.codegen, convsynth.tokenizer, safetensors.torch  # imports before the baseline
+
+def status(key):  # VmHWM belongs to this exec's address space (ru_maxrss would carry the parent's peak over)
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+
+import gc
+warm = convsynth.load(sys.argv[1])  # one-off costs (allocator, tokenizer, library set-up) are not the weights
+del warm
+gc.collect()
+base = status("VmRSS:")
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset VmHWM to the current RSS
+cg = convsynth.load(sys.argv[1])
+for p in cg.model.parameters():  # touch every weight so mapped pages count
+    p.sum()
+nbytes = sum(p.numel() * p.element_size() for p in cg.model.parameters())
+print((status("VmHWM:") - base) / nbytes)
+"""
+
+
+@pytest.mark.parametrize("fmt, dtype", [("safetensors", None), ("bin", None), ("bin", torch.float16)])
+def test_peak_memory_while_loading(tmp_path, fmt, dtype):
+    """Loading holds no second copy, also when an fp16 checkpoint (as on the hub) is upcast to fp32."""
+    from conftest import SHAPES
+    SHAPES["mem"] = dict(n_embd=512, n_layer=6, n_head=8, rotary_dim=32, vocab_size=51200)  # ~300 MB fp32
+    try:
+        d = write_checkpoint(reference_model("mem"), tmp_path / fmt, fmt, dtype=dtype)
+    finally:
+        del SHAPES["mem"]
+    out = subprocess.run([sys.executable, "-c", PEAK, str(d)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    ratio = float(out.stdout.strip().splitlines()[-1])
+    assert ratio < 1.3, f"peak memory while loading was {ratio:.2f}x the weights"

@@ -1,0 +1,115 @@
+"""Our CodeGen against transformers' CodeGenForCausalLM: logits, greedy continuations, half precision, the cache."""
+import pytest
+import torch
+
+import convsynth
+from convsynth.generate import Sampling, decode_tokens
+
+from conftest import FORMATS, SHAPES, reference_model
+
+
+def ids_for(shape, n=48, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, min(SHAPES[shape]["vocab_size"], 50257), (n,), generator=g).tolist()
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_logits_match_reference(checkpoints, shape):
+    directory, ref = checkpoints(shape)
+    cg = convsynth.load(directory)
+    ids = ids_for(shape)
+    with torch.no_grad():
+        want = ref(torch.tensor([ids])).logits[0]
+    got = cg.logits(ids)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert (got - want).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_loads_the_same_weights(checkpoints, fmt):
+    directory, ref = checkpoints("tiny", fmt)
+    cg = convsynth.load(directory)
+    ids = ids_for("tiny")
+    with torch.no_grad():
+        want = ref(torch.tensor([ids])).logits[0]
+    assert (cg.logits(ids) - want).abs().max().item() < 1e-4
+
+
+def reference_greedy(ref, ids, n):
+    with torch.no_grad():
+        out = ref.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                           do_sample=False, max_new_tokens=n, min_new_tokens=n, pad_token_id=50256)
+    return out[0, len(ids):].tolist()
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_greedy_continuation_matches_reference(checkpoints, shape):
+    directory, ref = checkpoints(shape)
+    cg = convsynth.load(directory)
+    ids = ids_for(shape, n=20, seed=3)
+    cache = cg.model.new_cache()
+    gen = decode_tokens(cg.model, cache, torch.tensor([ids]), Sampling(temperature=0), None)
+    ours = [next(gen).item() for _ in range(24)]
+    assert ours == reference_greedy(ref, ids, 24)
+
+
+def test_text_greedy_matches_reference(tiny):
+    cg, ref = tiny
+    prompt = "def fibonacci(n):\n    "
+    comp = cg.generate(prompt, temperature=0, max_new_tokens=16)
+    ids = cg.tokenizer.encode(prompt)
+    want = reference_greedy(ref, ids, 16)
+    if 50256 in want:  # our generation stops at EOS, as generate() does
+        want = want[:want.index(50256)]
+    assert comp.token_ids[0] == want
+    assert comp.texts[0] == cg.tokenizer.decode(want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_as_accurate_as_the_reference(checkpoints, dtype):
+    directory, ref = checkpoints("heads16")
+    ids = ids_for("heads16")
+    with torch.no_grad():
+        exact = ref(torch.tensor([ids])).logits[0]
+        ref_half = reference_model("heads16").to(dtype)
+        ref_err = (ref_half(torch.tensor([ids])).logits[0].float() - exact).abs().max().item()
+    cg = convsynth.load(directory, dtype=dtype)
+    assert cg.model.dtype == dtype
+    our_err = (cg.logits(ids) - exact).abs().max().item()
+    assert our_err <= 2 * ref_err + 1e-3, (our_err, ref_err)
+
+
+def test_cache_append_rewind_fork_expand(tiny):
+    cg, _ = tiny
+    model = cg.model
+    ids = torch.tensor([ids_for("tiny", 30)])
+    with torch.no_grad():
+        full = model(ids)[0]
+        cache = model.new_cache()
+        model(ids[:, :10], cache)
+        part = model(ids[:, 10:20], cache)[0]
+        assert cache.length == 20
+        assert (part - full[10:20]).abs().max() < 1e-4
+        fork = cache.fork()
+        cache.rewind(15)  # forget 15..19 and recompute them: same numbers
+        again = model(ids[:, 15:25], cache)[0]
+        assert (again - full[15:25]).abs().max() < 1e-4
+        one = model(ids[:, 20:21], fork)[0]  # the fork still holds 0..19, untouched by the rewind
+        assert (one - full[20:21]).abs().max() < 1e-4
+        fork.rewind(20)
+        wide = fork.expand(3)
+        out = model(ids[:, 20:22].repeat(3, 1), wide)
+        assert (out - full[20:22]).abs().max() < 1e-4
+    with pytest.raises(ValueError):
+        cache.rewind(cache.length + 1)
+
+
+def test_decode_loop_does_not_grow_the_cache(tiny):
+    cg, _ = tiny
+    cache = cg.model.new_cache()
+    cache.reserve(10 + 40)
+    k_before = cache.k.data_ptr()
+    gen = decode_tokens(cg.model, cache, torch.tensor([ids_for("tiny", 10)]), Sampling(temperature=0), None)
+    for _ in range(40):
+        next(gen)
+    assert cache.k.data_ptr() == k_before and cache.length == 10 + 39
