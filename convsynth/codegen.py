@@ -59,6 +59,9 @@ class CodeGen:
         if truncate_prompt and len(ids) >= self.config.n_positions:
             ids = ids[-(self.config.n_positions - 1):]  # keep the end: that is what the model continues
         check_prompt(len(ids), self.config.n_positions)
+        if max(ids) >= self.config.vocab_size:
+            raise ValueError(f"the tokenizer gives id {max(ids)} but the model has only {self.config.vocab_size} "
+                             "embedding rows: the tokenizer files do not belong to this checkpoint.")
         return ids
 
     def generate(self, prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
