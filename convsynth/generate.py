@@ -113,6 +113,7 @@ class Completion:
     time_to_first_token: float = 0.0
     decode_tokens_per_s: float = 0.0
     generated_tokens: int = 0
+    raw_ids: list[list[int]] = field(default_factory=list)  # every sampled token, EOS and cut ones included
 
 
 class _Detok:
@@ -212,6 +213,7 @@ def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sam
     reasons: list[str | None] = [None] * num_samples
     eos = tokenizer.eos_token_id
     steps, ttft, t_first = 0, 0.0, 0.0
+    raw: list[list[int]] = [[] for _ in range(num_samples)]
     tokens = decode_tokens(model, cache, prompt, s, gen, seen)
     try:
         for step in range(max_new):
@@ -224,6 +226,7 @@ def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sam
                 t_first = time.perf_counter()
                 ttft = t_first - t0
             for i, t in enumerate(ids):
+                raw[i].append(t)
                 if reasons[i]:
                     continue
                 if t == eos:
@@ -252,5 +255,5 @@ def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sam
         prefill_tokens=len(new_ids), cached_tokens=cached,
         time_to_first_token=ttft,
         decode_tokens_per_s=(steps - 1) / elapsed if steps > 1 and elapsed > 0 else 0.0,
-        generated_tokens=steps,
+        generated_tokens=steps, raw_ids=raw,
     )

@@ -1,0 +1,639 @@
+"""Run generated code in a separate, persistent Python process, with limits.
+
+`Sandbox` keeps one Jupyter kernel per session (ipykernel, started through jupyter_client with
+this interpreter, so it sees the same packages) and runs code steps in it one at a time. Each
+step gets a time limit (interrupt; restart if the code ignores the interrupt), a memory limit
+(2 GiB by default) and an output cap. When the process dies or has to be restarted, the steps
+that succeeded are replayed quietly, so later steps still see earlier variables.
+`run_script` runs one program in a fresh plain subprocess with the same limits, for harnesses
+that run many programs side by side.
+
+What this does NOT protect against: it is a separate process with limits for runaway or
+crashing code, not a security boundary. Code run here has the user's permissions: it can
+read, write and delete the user's files, use the network, read environment variables, and
+start other processes (which may escape the limits). Run only code you would run yourself.
+
+Memory is limited with RLIMIT_DATA (heap, anonymous mappings, thread stacks), not RLIMIT_AS:
+an idle ipykernel already reserves ~0.8 GB of address space, so 2 GiB of address space would
+leave about 1 GiB for data. A watchdog on the kernel's resident memory backs it up. Both
+cover the kernel process only, not processes it starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import queue
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+
+from .errors import ConvsynthError
+
+STATUSES = ("ok", "error", "timeout", "crashed", "memory", "expectation_failed")
+KERNEL_CMD = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+_MAX_OUTPUTS = 100  # rich outputs kept per step
+_MAX_RICH_CHARS = 20 * 2**20  # images, HTML... per step; they are kept whole or dropped
+_POLL = 0.05  # seconds between looks at the kernel while a step runs
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(?::\s?.*)?$")
+_SET_LIMIT = (  # run in the child: lower the soft RLIMIT_DATA to {n} bytes (never above the hard limit)
+    "import resource as _r\n_h = _r.getrlimit(_r.RLIMIT_DATA)[1]\n"
+    "_r.setrlimit(_r.RLIMIT_DATA, ({n} if _h == _r.RLIM_INFINITY else min({n}, _h), _h))\ndel _r, _h\n")
+
+
+class SandboxError(ConvsynthError, RuntimeError):
+    """The sandbox cannot run code: its kernel does not start, or it was closed."""
+
+
+@dataclass
+class ExecutionResult:
+    """What happened when one step (or script) ran. Plain, JSON-safe fields."""
+
+    status: str  # one of STATUSES
+    stdout: str = ""
+    stderr: str = ""
+    error: str | None = None  # "ZeroDivisionError: division by zero"
+    traceback: str | None = None  # plain text
+    outputs: list[dict] = field(default_factory=list)  # mime bundles: {"text/plain": ..., "image/png": base64}
+    duration: float = 0.0
+    timed_out: bool = False
+    restarted: bool = False  # the process was restarted (and earlier steps replayed)
+    truncated: bool = False
+    expectation: bool | None = None  # None: nothing expected
+    note: str = ""  # what happened, in words, for the user
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ExecutionResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _exit_words(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def _short(text: str, n: int = 200) -> str:
+    return repr(text if len(text) <= n else text[:n] + "...")
+
+
+def _proc_memory(pid: int) -> tuple[int, int]:
+    """(VmData, VmRSS) of a process in bytes; zeros if it is gone."""
+    found = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmData", "VmRSS"):
+                    found[key] = int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return found.get("VmData", 0), found.get("VmRSS", 0)
+
+
+def _asked_exit(out: _Outcome) -> bool:
+    return any(p.get("source") == "ask_exit" for p in out.reply.get("payload", []))
+
+
+def _kill_group(pid: int) -> None:
+    # Our children lead their own session (start_new_session), so the pid is the group id;
+    # killing the group also ends processes they started, even after they died themselves.
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# ---------------------------------------------------------------------------- run_script
+
+
+def run_script(code: str, *, timeout: float = 20.0, memory_limit: int | None = 2 * 2**30,
+               cwd: str | None = None, max_output: int = 100_000) -> ExecutionResult:
+    """Run `code` as a program in a fresh `python` subprocess and report what happened.
+
+    Fast (no kernel) and safe to call from many threads at once. The process group is killed
+    at the end, so stray children do not survive. Output is capped at `max_output` characters
+    per stream (see _collect). No stdin: input() gets EOFError.
+    """
+    start = time.monotonic()
+    tmp = tempfile.mkdtemp(prefix="convsynth-script-")
+    try:
+        path = os.path.join(tmp, "main.py")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(code)
+        # Set the limit, then exec the program so its tracebacks show only its own frames.
+        # (Not preexec_fn: that is unsafe when the caller has threads.)
+        launcher = (_SET_LIMIT.format(n=memory_limit) if memory_limit else "") + \
+            "import os, sys\nos.execv(sys.executable, [sys.executable, sys.argv[1]])\n"
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", MPLBACKEND="Agg")
+        proc = subprocess.Popen([sys.executable, "-c", launcher, path], cwd=cwd or tmp, env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            out, err, truncated, timed_out = _collect(proc, start + timeout, max_output)
+        finally:
+            _kill_group(proc.pid)
+            proc.wait()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    res = ExecutionResult("ok", stdout=out, stderr=err, truncated=truncated, timed_out=timed_out)
+    rc = proc.returncode
+    if timed_out:
+        res.status, res.note = "timeout", f"Timed out after {timeout:g} s; killed."
+    elif rc != 0:
+        lines = err.rstrip().splitlines()
+        first = max((i for i, l in enumerate(lines) if l.startswith("Traceback (most recent call")), default=0)
+        res.error = next((l for l in reversed(lines[first:]) if _EXC_LINE.match(l)), None)
+        res.traceback = "\n".join(lines[first:]) if res.error else None
+        if (res.error or "").split(":")[0].endswith("MemoryError") or "std::bad_alloc" in err:
+            res.status = "memory"
+            res.note = f"Ran out of memory (limit {_gib(memory_limit)})." if memory_limit else "Ran out of memory."
+        elif rc < 0:
+            res.status, res.note = "crashed", f"The process died ({_exit_words(rc)})."
+        else:
+            res.status, res.error = "error", res.error or f"exit code {rc}"
+            res.note = f"The program failed ({_exit_words(rc)})."
+    if truncated:
+        res.note = f"{res.note} Output was cut to {max_output} characters.".strip()
+    res.duration = time.monotonic() - start
+    return res
+
+
+def _collect(proc: subprocess.Popen, deadline: float, cap: int) -> tuple[str, str, bool, bool]:
+    """Read stdout and stderr until the process ends or the deadline passes.
+
+    Returns (stdout, stderr, truncated, timed_out), each text at most `cap` characters. A long
+    stdout keeps its head and its last lines (a harness may print its verdict last); a long
+    stderr keeps its tail, where the traceback is.
+    """
+    keep = cap * 4 + 4  # bytes that surely hold `cap` characters of UTF-8
+    head, tail, err = bytearray(), bytearray(), bytearray()
+    seen = {"out": 0, "err": 0}
+    timed_out, exited_at = False, None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ, "out")
+        sel.register(proc.stderr, selectors.EVENT_READ, "err")
+        while sel.get_map():
+            now = time.monotonic()
+            if now >= deadline:
+                timed_out = True
+                break
+            exited_at = exited_at or (now if proc.poll() is not None else None)
+            if exited_at and now - exited_at > 0.2:  # children may hold the pipes open: stop soon after exit
+                break
+            for key, _ in sel.select(timeout=min(0.1, deadline - now)):
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    continue
+                seen[key.data] += len(chunk)
+                if key.data == "out":
+                    head += chunk[: max(keep - len(head), 0)]
+                    tail += chunk
+                    del tail[:-keep]
+                else:
+                    err += chunk
+                    del err[:-keep]
+    proc.stdout.close()
+    proc.stderr.close()
+    so, se = head.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    truncated = len(so) > cap or seen["out"] > len(head) or len(se) > cap or seen["err"] > len(err)
+    if len(so) > cap or seen["out"] > len(head):
+        n = max(cap // 10, 1)
+        marker = "\n[... output cut ...]\n"
+        so = so[: max(cap - n - len(marker), 0)] + marker + tail.decode("utf-8", "replace")[-n:]
+        so = so[-cap:] if len(so) > cap else so
+    return so, se[-cap:], truncated, timed_out
+
+
+# ---------------------------------------------------------------------------- Sandbox
+
+
+class _Capture:
+    """Collects one step's output within the caps."""
+
+    def __init__(self, cap: int):
+        self.cap, self.used, self.rich, self.truncated = cap, 0, 0, False
+        self.stdout, self.stderr, self.outputs = [], [], []
+
+    def _take(self, text: str) -> str:
+        room = max(self.cap - self.used, 0)
+        if len(text) > room:
+            self.truncated, text = True, text[:room]
+        self.used += len(text)
+        return text
+
+    def stream(self, name: str, text: str) -> None:
+        (self.stderr if name == "stderr" else self.stdout).append(self._take(text))
+
+    def bundle(self, data: dict) -> None:
+        kept = {}
+        for mime, value in data.items():
+            if mime == "text/plain":
+                kept[mime] = self._take(value)
+                continue
+            size = len(value) if isinstance(value, str) else len(json.dumps(value))
+            if self.rich + size > _MAX_RICH_CHARS or len(self.outputs) >= _MAX_OUTPUTS:
+                self.truncated = True  # HTML, images, JSON are useless when cut: dropped whole
+                continue
+            self.rich += size
+            kept[mime] = value
+        if kept and len(self.outputs) < _MAX_OUTPUTS:
+            self.outputs.append(kept)
+
+
+@dataclass
+class _Outcome:
+    """Raw result of one execute request."""
+
+    how: str  # "done" | "hung" (ignored the interrupt) | "died" | "memory_kill" | "closed"
+    reply: dict = field(default_factory=dict)
+    exit_code: int | None = None
+    interrupted: bool = False  # we sent SIGINT (deadline or interrupt())
+    peak: int = 0  # highest VmData/VmRSS seen, bytes
+
+
+class _Handle:
+    """What must be cleaned up even if a Sandbox is never closed (weakref.finalize holds this)."""
+
+    def __init__(self, root: str):
+        self.root, self.proc = root, None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            _kill_group(self.proc.pid)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def cleanup(self) -> None:
+        self.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _manager_class():
+    # Imported here: `import convsynth` must work without Jupyter installed.
+    from jupyter_client import KernelManager
+    from jupyter_client.kernelspec import KernelSpec
+
+    class _Manager(KernelManager):
+        """Runs this interpreter's ipykernel, without a kernelspec lookup."""
+
+        @property
+        def kernel_spec(self):
+            return KernelSpec(argv=KERNEL_CMD, display_name="convsynth sandbox", language="python")
+
+    return _Manager
+
+
+class Sandbox:
+    """A persistent Python process (a Jupyter kernel) that runs code steps with limits.
+
+    run/restart/close are serialized by a lock; interrupt() and close() may be called from any
+    thread to stop the step in progress.
+    """
+
+    interrupt_grace = 2.0  # seconds code gets to stop after SIGINT before the process is restarted
+
+    def __init__(self, *, timeout: float = 10.0, memory_limit: int | None = 2 * 2**30,
+                 max_output: int = 100_000, cwd: str | None = None, env: dict | None = None):
+        self.timeout, self.memory_limit, self.max_output = timeout, memory_limit, max_output
+        self._root = tempfile.mkdtemp(prefix="convsynth-sandbox-")  # connection files, log, workdir
+        self._workdir = os.path.abspath(cwd) if cwd else os.path.join(self._root, "work")
+        os.makedirs(self._workdir, exist_ok=True)
+        # The inline backend turns figures into image/png outputs instead of opening windows.
+        self._env = {**os.environ, **(env or {}), "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+        self._handle = _Handle(self._root)
+        self._finalizer = weakref.finalize(self, _Handle.cleanup, self._handle)  # also runs at exit
+        self._lock, self._cancel = threading.RLock(), threading.Event()
+        self._closed, self._km, self._kc, self._starts = False, None, None, 0
+        self._history: list[str] = []
+
+    @property
+    def workdir(self) -> str:
+        return self._workdir
+
+    @property
+    def history(self) -> list[str]:
+        """Code of the steps that succeeded in the current process, in order (what gets replayed)."""
+        return list(self._history)
+
+    @property
+    def pid(self) -> int | None:
+        """The kernel's process id, or None when none is running."""
+        proc = self._handle.proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the kernel now (run() does it lazily), e.g. from a background thread to hide the wait."""
+        with self._lock:
+            self._ensure_running()
+
+    def interrupt(self) -> None:
+        """Stop the step in progress, from any thread; it ends with status "error"."""
+        self._cancel.set()
+
+    def run(self, code: str, *, timeout: float | None = None, expect_output: str | None = None,
+            check: str | None = None) -> ExecutionResult:
+        """Run one step and report what happened; problems in the code are never raised.
+
+        `timeout` defaults to the sandbox's; 0 means no limit. `expect_output` is compared with
+        the stripped stdout; `check` is assertion code run afterwards in the same namespace.
+        """
+        with self._lock:
+            start = time.monotonic()
+            self._cancel.clear()
+            note = self._ensure_running()
+            limit = self.timeout if timeout is None else timeout
+            cap = _Capture(self.max_output)
+            res = self._step(code, limit, cap)
+            res.restarted = res.restarted or bool(note)
+            res.stdout, res.stderr, res.outputs = "".join(cap.stdout), "".join(cap.stderr), cap.outputs
+            res.truncated = res.truncated or cap.truncated
+            notes = [note, res.note]
+            if res.truncated:
+                notes.append(f"Output was cut to {self.max_output} characters.")
+            if res.status == "ok":
+                self._history.append(code)
+                notes.append(self._check_expectations(res, expect_output, check, limit))
+            elif expect_output is not None or check is not None:
+                res.expectation = False
+            res.note = " ".join(n for n in notes if n)
+            res.duration = time.monotonic() - start
+            return res
+
+    def restart(self, replay: list[str] | None = None) -> str:
+        """Start a fresh process and quietly replay `replay` (default: history).
+
+        `history` then holds the steps that replayed. Returns "" when all did, else what failed.
+        """
+        with self._lock:
+            if self._closed:
+                raise SandboxError("This sandbox is closed; create a new Sandbox.")
+            steps = list(self._history if replay is None else replay)
+            note = self._restart(steps)
+            return "" if len(self._history) == len(steps) else note
+
+    def close(self) -> None:
+        """Kill the kernel (and its children) and remove the temporary directory."""
+        self._closed = True
+        self._handle.kill()  # now, so that a run in another thread ends at once
+        with self._lock:
+            self._shutdown()
+            self._finalizer()
+
+    # -- process ----------------------------------------------------------------------
+
+    def _ensure_running(self) -> str:
+        """Start the kernel if needed; returns a note if it had died and was restarted."""
+        if self._closed:
+            raise SandboxError("This sandbox is closed; create a new Sandbox.")
+        proc = self._handle.proc
+        if proc is None:
+            self._start()
+        elif proc.poll() is not None:
+            return f"The process had died since the last step ({_exit_words(proc.returncode)}); " + \
+                self._restart(self._history)
+        return ""
+
+    def _start(self) -> None:
+        if self._closed:
+            raise SandboxError("This sandbox is closed; create a new Sandbox.")
+        self._starts += 1
+        # IPC sockets in our private directory: no TCP ports opened, nothing shared.
+        km = _manager_class()(transport="ipc", ip=os.path.join(self._root, f"ipc{self._starts}"))
+        km.connection_file = os.path.join(self._root, f"kernel{self._starts}.json")
+        with open(os.path.join(self._root, "kernel.log"), "ab") as log:  # kernel noise stays out of the notebook
+            km.start_kernel(cwd=self._workdir, env=self._env, stdout=log, stderr=log)
+        self._km, self._handle.proc = km, km.provisioner.process
+        self._kc = km.client()
+        self._kc.allow_stdin = False
+        self._kc.start_channels(hb=False)  # liveness comes from the process itself
+        try:
+            self._kc.wait_for_ready(timeout=60)
+        except RuntimeError as e:
+            self._shutdown()
+            raise SandboxError(f"The sandbox kernel did not start ({e}); see {self._root}/kernel.log.") from e
+        setup = (_SET_LIMIT.format(n=self.memory_limit) if self.memory_limit else "") + \
+            "get_ipython().run_line_magic('xmode', 'Plain')\nget_ipython().run_line_magic('colors', 'nocolor')\n"
+        out = self._execute(setup, 60, None, silent=True, cancellable=False)  # short, plain tracebacks
+        if out.how != "done" or out.reply.get("status") != "ok":
+            self._shutdown()
+            raise SandboxError(f"Could not set up the sandbox kernel: {out.reply.get('evalue', out.how)}")
+
+    def _shutdown(self) -> None:
+        """Kill the current kernel and drop the connection; no restart."""
+        kc, km, self._kc, self._km = self._kc, self._km, None, None
+        if kc is not None:
+            kc.stop_channels()
+        self._handle.kill()
+        self._handle.proc = None
+        if km is not None:
+            try:
+                km.cleanup_resources()
+            except Exception:  # best effort: the files live in our temp dir, removed on close
+                pass
+
+    def _restart(self, steps: list[str], it: str = "it") -> str:
+        """Fresh kernel, then replay `steps`; returns a note "restarted it and replayed ..."."""
+        self._shutdown()
+        self._history = []
+        self._cancel.clear()  # an interrupt that led here is used up; a new one may stop the replay
+        self._start()
+        for i, step in enumerate(steps):
+            out = self._execute(step, self.timeout, None, silent=True)
+            if out.how == "done" and out.reply.get("status") == "ok" and not _asked_exit(out):
+                self._history.append(step)
+                continue
+            if out.how == "done" and not _asked_exit(out):
+                why = f"{out.reply.get('ename')}: {out.reply.get('evalue')}"
+                return (f"restarted {it} and replayed {i} of {len(steps)} earlier steps; step {i + 1} "
+                        f"failed ({why}), so the later ones were not replayed.")
+            self._shutdown()  # dead or stuck: start clean rather than trust a half state
+            self._history = []
+            self._start()
+            why = "it called exit()" if out.how == "done" else out.how
+            return (f"restarted {it}, but replaying step {i + 1} of {len(steps)} failed ({why}); "
+                    "the namespace is empty.")
+        return f"restarted {it} and replayed {len(steps)} earlier step{'' if len(steps) == 1 else 's'}."
+
+    # -- steps ------------------------------------------------------------------------
+
+    def _step(self, code: str, limit: float | None, cap: _Capture, *, silent: bool = False) -> ExecutionResult:
+        """Run code and turn the outcome into a result, restarting the process when needed."""
+        out = self._execute(code, limit, cap, silent=silent)
+        res, mem = ExecutionResult("ok"), self.memory_limit
+        if out.how == "closed" or (self._closed and out.how != "done"):
+            res.status, res.note = "crashed", "The sandbox was closed while the step ran."
+        elif out.how in ("died", "memory_kill"):
+            died = f"the process died ({_exit_words(out.exit_code)})"
+            if out.how == "memory_kill":
+                res.status = "memory"
+                res.note = f"Used more than the {_gib(mem)} memory limit, so the process was killed; "
+            elif mem and out.peak >= 0.9 * mem:
+                res.status, res.note = "memory", f"Ran out of memory (limit {_gib(mem)}) and {died}; "
+            else:
+                res.status, res.note = "crashed", f"{died[0].upper()}{died[1:]}; "
+            res.restarted, res.note = True, res.note + self._restart(self._history)
+        elif _asked_exit(out):  # exit()/quit(): ipykernel ends the process right after replying
+            res.status, res.error, res.restarted = "error", "SystemExit", True
+            res.note = "exit() ends the sandbox's process; " + self._restart(self._history)
+            return res
+        elif out.how == "hung" or (out.reply.get("status") == "error" and out.interrupted
+                                   and out.reply.get("ename") == "KeyboardInterrupt"):
+            res.timed_out = out.interrupted and not self._cancel.is_set()
+            res.status = "timeout" if res.timed_out else "error"
+            res.note = f"Timed out after {limit:g} s" if res.timed_out else "Interrupted on request"
+            if out.how == "hung":
+                res.restarted = True
+                res.note += ", and the code did not stop when interrupted; "
+                res.note += self._restart(self._history, "the process")
+            else:
+                res.note += "; interrupted."
+            if not res.timed_out:
+                res.error = "KeyboardInterrupt"
+        if out.how != "done" or out.reply.get("status", "ok") == "ok":
+            return res
+        r = out.reply
+        ename = r.get("ename", "Error")
+        res.error = f"{ename}: {r['evalue']}" if r.get("evalue") else ename
+        res.traceback = _ANSI.sub("", "\n".join(r.get("traceback", [])))
+        if len(res.traceback) > self.max_output:  # the end of a traceback says the most
+            res.traceback, res.truncated = "...\n" + res.traceback[-self.max_output:], True
+        if res.status != "ok":  # the interrupt, handled above
+            return res
+        if ename.endswith("MemoryError"):
+            res.status = "memory"
+            res.note = f"Ran out of memory (limit {_gib(mem)}): {res.error}." if mem else \
+                f"Ran out of memory: {res.error}."
+            if mem and _proc_memory(self._handle.proc.pid)[0] > 0.8 * mem:  # the step still holds it
+                res.restarted = True
+                res.note += " The memory was still in use; " + self._restart(self._history, "the process")
+            else:
+                res.note += " Earlier variables are intact."
+        elif ename == "StdinNotImplementedError":
+            res.status, res.note = "error", "input() is not available: the sandbox has no standard input. " \
+                                            "Put the values in the code instead."
+        else:
+            res.status, res.note = "error", f"The step raised {ename}."
+        return res
+
+    def _check_expectations(self, res: ExecutionResult, expect_output: str | None, check: str | None,
+                            limit: float | None) -> str:
+        """Compare stdout with `expect_output`, then run `check` in the step's namespace; returns a note."""
+        if expect_output is None and check is None:
+            return ""
+        res.expectation = True
+        if expect_output is not None and res.stdout.strip() != expect_output.strip():
+            res.expectation, res.status = False, "expectation_failed"
+            return f"Expected output {_short(expect_output.strip())}, got {_short(res.stdout.strip())}."
+        if check is None:
+            return ""
+        sub = self._step(check, limit, _Capture(self.max_output), silent=True)
+        if sub.ok:
+            return ""
+        res.expectation, res.restarted = False, res.restarted or sub.restarted
+        if sub.status in ("error", "memory"):
+            res.status = "expectation_failed"
+            return f"The check failed: {sub.error}." + (f" {sub.note}" if sub.restarted else "")
+        res.status, res.timed_out = sub.status, sub.timed_out  # the check itself timed out or crashed
+        return f"The check did not finish: {sub.note}"
+
+    def _execute(self, code: str, limit: float | None, cap: _Capture | None, *, silent: bool = False,
+                 cancellable: bool = True) -> _Outcome:
+        """Send one execute request and follow it until the kernel is idle, dies, or hangs.
+
+        On the deadline (or interrupt()) the kernel gets SIGINT; if it is not idle within
+        `interrupt_grace` seconds the outcome is "hung" and the caller restarts it.
+        Only this thread touches the jupyter_client objects; other threads just set flags.
+        """
+        kc, proc, mem = self._kc, self._handle.proc, self.memory_limit
+        msg_id = kc.execute(code, silent=silent, store_history=not silent, allow_stdin=False, stop_on_error=False)
+        out, error = _Outcome("done"), {}
+        deadline = time.monotonic() + limit if limit else float("inf")
+        grace_end, next_look = None, 0.0
+        while True:
+            now = time.monotonic()
+            if self._closed:
+                out.how = "closed"
+                return out
+            if grace_end is None and (now >= deadline or (cancellable and self._cancel.is_set())):
+                out.interrupted, grace_end = True, now + self.interrupt_grace
+                try:
+                    self._km.interrupt_kernel()  # SIGINT to the kernel's process group
+                except Exception:  # already dead: the look below notices
+                    pass
+            elif grace_end is not None and now >= grace_end:
+                out.how = "hung"
+                return out
+            if now >= next_look:  # alive, and within memory?
+                next_look = now + _POLL
+                if proc.poll() is not None:
+                    out.how, out.exit_code = "died", proc.returncode
+                    return out
+                if mem:
+                    data, rss = _proc_memory(proc.pid)
+                    out.peak = max(out.peak, data, rss)
+                    if rss > mem:  # memory RLIMIT_DATA does not count (e.g. shared): stop it here
+                        _kill_group(proc.pid)
+                        out.how, out.exit_code = "memory_kill", proc.wait()
+                        return out
+            try:
+                msg = kc.get_iopub_msg(timeout=_POLL)
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "status" and content.get("execution_state") == "idle":
+                break
+            if kind == "error":
+                error = content
+            elif cap is not None and kind == "stream":
+                cap.stream(content.get("name", "stdout"), content.get("text", ""))
+            elif cap is not None and kind in ("display_data", "execute_result"):
+                cap.bundle(content.get("data", {}))
+        # The kernel replies before it goes idle, so the reply is already on the shell channel.
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            try:
+                msg = kc.get_shell_msg(timeout=0.5)
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id:
+                out.reply = msg["content"]
+                return out
+        out.reply = dict(error, status="error") if error else {"status": "ok"}
+        return out

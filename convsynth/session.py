@@ -1,0 +1,359 @@
+"""A conversational, multi-turn program: each instruction becomes a ``# comment``, the model writes that step's
+code, and the next turn sees everything so far (the CodeGen paper's MTPB format).
+
+The session keeps the model's KV cache across turns. At every turn the model sees exactly the tokenization of
+the whole session text from scratch; the cache is reused up to the longest common prefix of the cached ids and
+those ids, so a turn prefills only its instruction and a boundary token or two. Steps run in a sandbox process
+(``convsynth.sandbox``), never in the user's kernel.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import ContextWindowError, SessionError
+from .generate import Sampling, iter_generation
+from .stops import StopSpec, make_stop
+
+MTPB_PREAMBLE = "# Import libraries.\n\nimport numpy as np\n\n"
+FORMAT = "convsynth-session"
+
+
+@dataclass
+class TurnStats:
+    prefill_tokens: int = 0         # prompt tokens computed for this turn
+    cached_tokens: int = 0          # prompt tokens served from the KV cache
+    time_to_first_token: float = 0.0
+    decode_tokens_per_s: float = 0.0
+    generated_tokens: int = 0
+    finish_reason: str = ""         # stop | eos | length | cancelled | "" (code written by hand)
+
+
+@dataclass
+class Turn:
+    """One step: the instruction (None for code added by hand), its code, and what happened."""
+    instruction: str | None
+    code: str
+    stats: TurnStats = field(default_factory=TurnStats)
+    result: object | None = None    # convsynth.sandbox.ExecutionResult once run
+    expect_output: str | None = None
+    check: str | None = None
+
+    @property
+    def text(self) -> str:
+        """This turn's part of the session text, as MTPB lays it out."""
+        return comment_lines(self.instruction) + self.code + "\n\n"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["result"] = self.result.to_dict() if self.result is not None else None
+        return d
+
+
+def comment_lines(instruction: str | None) -> str:
+    if instruction is None:
+        return ""
+    return "".join(f"# {line}".rstrip() + "\n" for line in instruction.strip().splitlines())
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class Session:
+    """``Session(model, preamble=MTPB_PREAMBLE, **sampling)``; then ``ask``, ``run``, ``undo``, ``edit``,
+    ``regenerate``, ``add_code``, ``fork``, ``save``/``load``, ``to_python``, ``to_notebook``.
+
+    sampling: max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed (as in ``CodeGen.complete``).
+    stop: how a step ends (default 'codegen': next top-level comment, two blank lines, end of text, the
+    original truncation rules). overflow: 'error' (default) or 'drop_oldest' when a turn does not fit the
+    context window. timeout / memory_limit: the sandbox's limits per step. auto_run: run each step after it
+    is generated."""
+
+    def __init__(self, model, preamble: str = MTPB_PREAMBLE, *, stop: StopSpec = "codegen",
+                 overflow: str = "error", timeout: float = 10.0, memory_limit: int | None = 2 * 2**30,
+                 auto_run: bool = False, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
+                 top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None):
+        if overflow not in ("error", "drop_oldest"):
+            raise ValueError("overflow must be 'error' or 'drop_oldest'")
+        self.model, self.preamble = model, preamble
+        self.sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                                 repetition_penalty=repetition_penalty, seed=seed)
+        self.stop, self._stop_rule = stop, make_stop(stop)
+        self.overflow, self.timeout, self.memory_limit, self.auto_run = overflow, timeout, memory_limit, auto_run
+        self.turns: list[Turn] = []
+        self.dropped: list[Turn] = []  # turns dropped from the prompt by overflow='drop_oldest' (kept for export)
+        self.preamble_result = None
+        self._cache = None
+        self._cached_ids: list[int] = []  # exactly the ids whose keys/values the cache holds
+        self._draws = 0                  # generations so far: seeds each one differently but reproducibly
+        self._lock = threading.RLock()
+        self._cancel = threading.Event()
+        self._sandbox = None
+        self._ran: list[str] = []         # code that the sandbox has run successfully, in order
+
+    # ---- the text the model sees -------------------------------------------------------------------------
+    @property
+    def text(self) -> str:
+        """The whole session text: preamble, then each turn's comment lines and code."""
+        return self.preamble + "".join(t.text for t in self.turns)
+
+    def _tokens(self, text: str) -> list[int]:
+        return self.model.tokenizer.encode(text)
+
+    def _reuse(self, ids: list[int]) -> int:
+        """Rewind the cache to its common prefix with ``ids`` (keeping one id to prefill) and return it."""
+        if self._cache is None:
+            self._cache = self.model.model.new_cache()
+        keep = min(common_prefix(self._cached_ids, ids), len(ids) - 1)
+        self._cache.rewind(keep)
+        self._cached_ids = self._cached_ids[:keep]
+        return keep
+
+    def _sync_cache(self) -> None:
+        """After the text changed without generating (undo, cut tokens): forget what no longer matches."""
+        if self._cache is not None:
+            keep = common_prefix(self._cached_ids, self._tokens(self.text))
+            self._cache.rewind(keep)
+            self._cached_ids = self._cached_ids[:keep]
+
+    @property
+    def cached_tokens(self) -> int:
+        return len(self._cached_ids)
+
+    def prompt_tokens(self, instruction: str | None = None) -> list[tuple[str, bool]]:
+        """The prompt the model would see next (with ``instruction`` appended), as (token text, served from
+        the cache) pairs: a teaching view of what cache reuse saves."""
+        ids = self._tokens(self.text + comment_lines(instruction))
+        keep = min(common_prefix(self._cached_ids, ids), max(len(ids) - 1, 0))
+        return [(p, i < keep) for i, p in enumerate(self.model.tokenizer.pieces(ids))]
+
+    # ---- turns -------------------------------------------------------------------------------------------
+    def ask(self, instruction: str, *, on_text: Callable[[str], None] | None = None, run: bool | None = None,
+            expect_output: str | None = None, check: str | None = None, **overrides) -> Turn:
+        """Append ``# instruction``, generate the step's code and append it. ``on_text`` gets the code as it
+        is decoded. ``overrides``: sampling settings for this turn only. Returns the Turn."""
+        gen = self.ask_stream(instruction, run=run, expect_output=expect_output, check=check, **overrides)
+        while True:
+            try:
+                piece = next(gen)
+            except StopIteration as done:
+                return done.value
+            if on_text is not None:
+                on_text(piece)
+
+    def ask_stream(self, instruction: str, *, run: bool | None = None, expect_output: str | None = None,
+                   check: str | None = None, **overrides) -> Iterator[str]:
+        """Like ``ask`` but a generator of code pieces; its return value (StopIteration.value) is the Turn."""
+        instruction = self._check_instruction(instruction)
+        s = self.sampling.replace(**overrides)
+        with self._lock:
+            self._cancel.clear()
+            if s.seed is not None:
+                s = dataclasses.replace(s, seed=s.seed + self._draws)
+            self._draws += 1
+            ids = self._fit(self._tokens(self.text + comment_lines(instruction)), s, instruction)
+            with self.model.lock:
+                keep = self._reuse(ids)
+                gen = iter_generation(self.model.model, self.model.tokenizer, self._cache, ids[keep:], s,
+                                      self._stop_rule, cancel=self._cancel, context_ids=ids)
+                try:
+                    while True:
+                        _, piece = next(gen)
+                        yield piece
+                except StopIteration as done:
+                    comp = done.value
+                except BaseException:
+                    self._cached_ids = ids[:self._cache.length] if self._cache.length <= len(ids) else []
+                    self._cache.rewind(len(self._cached_ids))
+                    raise
+                # The cache now holds the prompt and every sampled token but the last.
+                self._cached_ids = (ids + comp.raw_ids[0])[:self._cache.length]
+            turn = Turn(instruction, comp.texts[0], TurnStats(
+                prefill_tokens=len(ids) - keep, cached_tokens=keep,
+                time_to_first_token=comp.time_to_first_token, decode_tokens_per_s=comp.decode_tokens_per_s,
+                generated_tokens=comp.generated_tokens, finish_reason=comp.finish_reasons[0]),
+                expect_output=expect_output, check=check)
+            self.turns.append(turn)
+            self._sync_cache()  # tokens that were generated but cut (and boundary tokens) leave the cache
+        if run if run is not None else self.auto_run:
+            self.run()
+        return turn
+
+    def _check_instruction(self, instruction) -> str:
+        if not isinstance(instruction, str):
+            raise TypeError(f"instruction must be a str, not {type(instruction).__name__}")
+        if not instruction.strip():
+            raise SessionError("the instruction is empty: say in words what the next step should do.")
+        return instruction.strip()
+
+    def _fit(self, ids: list[int], s: Sampling, instruction: str) -> list[int]:
+        n = self.model.config.n_positions
+        while len(ids) + s.max_new_tokens > n:
+            if self.overflow == "drop_oldest" and self.turns:
+                self.dropped.append(self.turns.pop(0))
+                ids = self._tokens(self.text + comment_lines(instruction))
+                continue
+            raise ContextWindowError(
+                f"the context window is full: the session text uses {len(ids)} of {n} tokens and this turn asks "
+                f"for up to {s.max_new_tokens} new ones. Undo or edit earlier turns, lower max_new_tokens, or "
+                "create the session with overflow='drop_oldest' to drop the oldest turns (the preamble stays).")
+        return ids
+
+    def cancel(self) -> None:
+        """Stop a running generation (from any thread). The turn keeps what was generated so far and says
+        finish_reason 'cancelled'; the session stays consistent."""
+        self._cancel.set()
+        if self._sandbox is not None:
+            self._sandbox.interrupt()
+
+    def add_code(self, code: str, instruction: str | None = None) -> Turn:
+        """Append a step written by hand (the model sees it from the next turn on)."""
+        if not isinstance(code, str) or not code.strip():
+            raise SessionError("add_code needs some code.")
+        with self._lock:
+            turn = Turn(instruction.strip() if instruction else None, code.rstrip("\n") + "\n")
+            self.turns.append(turn)
+        return turn
+
+    def undo(self) -> Turn:
+        """Drop the last turn and rewind the cache (nothing is recomputed); the sandbox forgets it too."""
+        with self._lock:
+            if not self.turns:
+                raise SessionError("nothing to undo: the session has no turns.")
+            turn = self.turns.pop()
+            self._sync_cache()
+            if turn.result is not None:
+                self._reset_sandbox()
+            return turn
+
+    def edit(self, index: int, instruction: str, **kw) -> Turn:
+        """Replace turn ``index``'s instruction and generate it again; later turns are dropped. The cached
+        prefix before it is reused."""
+        instruction = self._check_instruction(instruction)
+        with self._lock:
+            i = self._index(index)
+            dropped, self.turns = self.turns[i:], self.turns[:i]
+            self._sync_cache()
+            if any(t.result is not None for t in dropped):
+                self._reset_sandbox()
+            return self.ask(instruction, **kw)
+
+    def regenerate(self, **kw) -> Turn:
+        """Generate the last turn again (a new sample unless decoding is greedy)."""
+        with self._lock:
+            if not self.turns:
+                raise SessionError("nothing to regenerate: the session has no turns.")
+            last = self.turns[-1]
+            if last.instruction is None:
+                raise SessionError("the last step was written by hand; there is nothing to regenerate.")
+            self.undo()
+            return self.ask(last.instruction, expect_output=last.expect_output, check=last.check, **kw)
+
+    def _index(self, index: int) -> int:
+        if not isinstance(index, int) or not -len(self.turns) <= index < len(self.turns):
+            raise SessionError(f"turn index {index!r} is out of range: the session has {len(self.turns)} turns "
+                               f"(0..{len(self.turns) - 1}).")
+        return index % len(self.turns)
+
+    def fork(self, at: int | None = None) -> "Session":
+        """An independent session sharing the history up to turn ``at`` (default: all of it)."""
+        with self._lock:
+            n = len(self.turns) if at is None else (self._index(at) if at < len(self.turns) else len(self.turns))
+            new = Session.__new__(Session)
+            new.__dict__.update({k: v for k, v in self.__dict__.items()
+                                 if k not in ("_lock", "_cancel", "_sandbox", "_cache", "_ran", "turns")})
+            new._lock, new._cancel, new._sandbox, new._ran = threading.RLock(), threading.Event(), None, []
+            new.turns = [dataclasses.replace(t, stats=dataclasses.replace(t.stats)) for t in self.turns[:n]]
+            new.dropped = list(self.dropped)
+            new._cache = self._cache.fork() if self._cache is not None else None
+            new._cached_ids = list(self._cached_ids)
+            new._sync_cache()
+            return new
+
+    # ---- execution ---------------------------------------------------------------------------------------
+    @property
+    def sandbox(self):
+        """The sandbox process this session's steps run in (started on first use)."""
+        if self._sandbox is None:
+            from .sandbox import Sandbox
+            self._sandbox = Sandbox(timeout=self.timeout, memory_limit=self.memory_limit)
+            if self.preamble_result is not None or any(t.result is not None for t in self.turns):
+                self._reset_sandbox()  # a loaded or forked session: bring the namespace back first
+        return self._sandbox
+
+    def run(self, *, timeout: float | None = None) -> list:
+        """Run the steps not yet run, in order; returns their ExecutionResults (each also on its Turn)."""
+        with self._lock:
+            results = []
+            if self.preamble.strip() and self.preamble_result is None:
+                self.preamble_result = self.sandbox.run(self.preamble, timeout=timeout)
+            for turn in self.turns:
+                if turn.result is None:
+                    turn.result = self.sandbox.run(turn.code, timeout=timeout, expect_output=turn.expect_output,
+                                                   check=turn.check)
+                    results.append(turn.result)
+            return results
+
+    def _reset_sandbox(self) -> None:
+        """Bring the sandbox back to the kept steps: a fresh process replaying those that ran successfully."""
+        if self._sandbox is None:
+            return
+        replay = [self.preamble] if self.preamble_result is not None and self.preamble_result.ok else []
+        replay += [t.code for t in self.turns if t.result is not None and t.result.ok]
+        self._sandbox.restart(replay=replay)
+
+    def close(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.close()
+            self._sandbox = None
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- saving and export -------------------------------------------------------------------------------
+    def to_python(self) -> str:
+        """The program so far: the preamble and every step with its instruction as a comment."""
+        return self.text.rstrip("\n") + "\n"
+
+    def to_dict(self) -> dict:
+        cfg = self.model.config
+        return {"format": FORMAT, "version": 1, "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "model": {"name": self.model.name, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer,
+                          "n_head": cfg.n_head, "vocab_size": cfg.vocab_size},
+                "preamble": self.preamble, "sampling": self.sampling.to_dict(),
+                "stop": self.stop if isinstance(self.stop, (str, list, type(None))) else "custom",
+                "overflow": self.overflow, "timeout": self.timeout, "memory_limit": self.memory_limit,
+                "preamble_result": self.preamble_result.to_dict() if self.preamble_result is not None else None,
+                "turns": [t.to_dict() for t in self.turns]}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the session as JSON (model, settings, turns, execution results)."""
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, model) -> "Session":
+        """Restore a saved session onto ``model`` (which must have the same shape as the one that made it).
+        Steps that ran are replayed in the sandbox on the next run."""
+        from . import session_io
+        return session_io.load(cls, path, model)
+
+    def to_notebook(self, path: str | Path) -> Path:
+        """Write an .ipynb: a markdown cell per instruction and a code cell per step, with their outputs."""
+        from . import session_io
+        return session_io.write_notebook(self, path)

@@ -1,0 +1,257 @@
+"""Session: exact cache reuse over many turns, undo/edit/regenerate/fork, streaming, cancel, the context window,
+save/load/export, and bad input through a real sandbox. Uses a random-weight checkpoint and, where the quality of
+the code matters, the packaged model."""
+import json
+import threading
+import time
+
+import pytest
+
+import convsynth
+from convsynth import ContextWindowError, SessionError
+from convsynth.session import MTPB_PREAMBLE, Session, common_prefix
+
+INSTRUCTIONS = ["Assign 3 to x.", "Print x.", "Define a function add(a, b) that returns their sum.",
+                "Call add with 1 and 2 and print the result.", "Make a list of the squares of 0 to 9.",
+                "Sort the list in reverse order.", "Print the first three items."]
+
+
+@pytest.fixture
+def session(tiny):
+    s = Session(tiny[0], temperature=0, max_new_tokens=16)
+    yield s
+    s.close()
+
+
+def prompt_before(s: Session, turn_index: int) -> str:
+    return s.preamble + "".join(t.text for t in s.turns[:turn_index]) + \
+        "".join(f"# {line}\n" for line in s.turns[turn_index].instruction.splitlines())
+
+
+def test_cache_reuse_is_exact_over_seven_turns(session):
+    cg = session.model
+    for i, instruction in enumerate(INSTRUCTIONS):
+        turn = session.ask(instruction)
+        prompt = prompt_before(session, i)
+        fresh = cg.complete(prompt, temperature=0, max_new_tokens=16, stop="codegen")
+        assert turn.code == fresh, f"turn {i} differs from a fresh model on the same prompt text"
+        ids = cg.encode(prompt)
+        assert turn.stats.cached_tokens + turn.stats.prefill_tokens == len(ids)
+        if i:
+            assert turn.stats.cached_tokens > 0
+        # what the cache holds is always a prefix of the session text's tokens
+        assert session._cached_ids == cg.encode(session.text)[:len(session._cached_ids)]
+        assert session._cache.length == len(session._cached_ids)
+
+
+def test_undo_rewinds_without_recomputing(session):
+    for ins in INSTRUCTIONS[:3]:
+        session.ask(ins)
+    cache = session._cache
+    before = session.text
+    undone = session.undo()
+    assert undone.instruction == INSTRUCTIONS[2] and len(session.turns) == 2
+    assert session._cache is cache
+    assert session._cached_ids == session.model.encode(session.text)[:session.cached_tokens]
+    again = session.ask(INSTRUCTIONS[2])
+    assert session.text == before and again.code == undone.code
+    n_instr = len(session.model.encode(f"# {INSTRUCTIONS[2]}\n"))
+    assert again.stats.prefill_tokens <= n_instr + 2
+
+
+def test_edit_regenerates_from_there_and_reuses_the_prefix(session):
+    for ins in INSTRUCTIONS[:4]:
+        session.ask(ins)
+    prefix_tokens = len(session.model.encode(session.preamble + session.turns[0].text))
+    turn = session.edit(1, "Print x twice.")
+    assert [t.instruction for t in session.turns] == [INSTRUCTIONS[0], "Print x twice."]
+    assert turn.stats.cached_tokens >= prefix_tokens - 2
+    with pytest.raises(SessionError, match="out of range"):
+        session.edit(5, "Nope.")
+    with pytest.raises(SessionError, match="out of range"):
+        session.edit(-3, "Nope.")
+    assert len(session.turns) == 2  # nothing lost
+
+
+def test_regenerate_draws_a_new_sample(tiny):
+    s = Session(tiny[0], temperature=1.0, seed=5, max_new_tokens=12)
+    first = s.ask("Assign 3 to x.")
+    second = s.regenerate()
+    assert len(s.turns) == 1 and s.turns[0] is second
+    assert second.code != first.code
+    s2 = Session(tiny[0], temperature=1.0, seed=5, max_new_tokens=12)
+    assert s2.ask("Assign 3 to x.").code == first.code  # seeded: reproducible
+
+
+def test_add_code_is_seen_by_the_next_turn(session):
+    session.add_code("numbers = [3, 1, 2]")
+    session.ask("Sort the numbers.")
+    assert "numbers = [3, 1, 2]\n\n\n# Sort the numbers.\n" in session.text
+
+
+def test_fork_is_independent(session):
+    for ins in INSTRUCTIONS[:3]:
+        session.ask(ins)
+    parent_text, parent_ids = session.text, list(session._cached_ids)
+    f = session.fork(at=1)
+    assert len(f.turns) == 1 and f.turns[0].code == session.turns[0].code
+    t = f.ask("Print x plus one.")
+    assert session.text == parent_text and session._cached_ids == parent_ids
+    assert t.stats.cached_tokens > 0 and f.text.startswith(session.preamble + session.turns[0].text)
+    f.close()
+
+
+def test_streaming_pieces_make_the_code(session):
+    pieces = []
+    turn = session.ask(INSTRUCTIONS[0], on_text=pieces.append)
+    assert "".join(pieces) == turn.code
+    gen = session.ask_stream(INSTRUCTIONS[1])
+    streamed = []
+    try:
+        while True:
+            streamed.append(next(gen))
+    except StopIteration as done:
+        assert "".join(streamed) == done.value.code
+
+
+def test_cancel_from_another_thread_keeps_the_session_consistent(tiny):
+    s = Session(tiny[0], temperature=0, max_new_tokens=1500, stop=None)
+    s.ask("Assign 3 to x.", max_new_tokens=8)
+    started = threading.Event()
+
+    def on_text(_):
+        started.set()
+
+    box = {}
+    th = threading.Thread(target=lambda: box.setdefault("turn", s.ask("Loop forever.", on_text=on_text)))
+    th.start()
+    assert started.wait(60)
+    s.cancel()
+    th.join(60)
+    turn = box["turn"]
+    assert turn.stats.finish_reason == "cancelled" and turn.stats.generated_tokens < 1500
+    assert len(s.turns) == 2
+    assert s._cached_ids == s.model.encode(s.text)[:len(s._cached_ids)]
+    nxt = s.ask("Print x.", max_new_tokens=8)
+    assert nxt.code == s.model.complete(prompt_before(s, 2), temperature=0, max_new_tokens=8, stop=None)
+
+
+def test_context_window_error_and_drop_oldest(tiny):
+    cg = tiny[0]
+    s = Session(cg, temperature=0, max_new_tokens=64)
+    for i in range(8):  # about 2400 tokens
+        s.add_code(f"v{i} = [" + ", ".join(str(j) for j in range(150)) + "]")
+    with pytest.raises(ContextWindowError, match=r"uses \d+ of 2048 tokens"):
+        s.ask("Print v0.")
+    assert len(s.turns) == 8  # nothing lost
+    s2 = Session(cg, temperature=0, max_new_tokens=64, overflow="drop_oldest")
+    for t in s.turns:
+        s2.add_code(t.code)
+    turn = s2.ask("Print v7.")
+    assert s2.turns[-1] is turn and len(s2.dropped) >= 1 and s2.text.startswith(MTPB_PREAMBLE)
+    assert len(cg.encode(s2.text)) <= 2048
+
+
+def test_bad_instructions(session):
+    session.ask(INSTRUCTIONS[0])
+    with pytest.raises(SessionError, match="empty"):
+        session.ask("   ")
+    t = session.ask("Compute the total.\nThen print it.")
+    assert "# Compute the total.\n# Then print it.\n" in session.text
+    t2 = session.ask('Write a docstring """like this""" for x.')
+    assert '# Write a docstring """like this""" for x.\n' in session.text
+    assert len(session.turns) == 3 and t is session.turns[1] and t2 is session.turns[2]
+
+
+def test_undo_on_an_empty_session(session):
+    with pytest.raises(SessionError, match="nothing to undo"):
+        session.undo()
+    with pytest.raises(SessionError, match="nothing to regenerate"):
+        session.regenerate()
+
+
+def test_save_load_and_export(session, tmp_path, checkpoints):
+    import nbformat
+    session.ask(INSTRUCTIONS[0])
+    session.add_code("x = 20\nprint(x * 2)")
+    session.turns[-1].expect_output = "40"
+    session.run()
+    path = session.save(tmp_path / "s.json")
+    data = json.loads(path.read_text())
+    assert data["format"] == "convsynth-session" and len(data["turns"]) == 2
+    back = Session.load(path, session.model)
+    assert back.text == session.text and back.turns[1].result.stdout == "40\n"
+    assert back.turns[1].result.expectation is True
+    back.add_code("print(x + 2)")
+    assert back.run()[-1].stdout == "22\n"  # the loaded session's earlier steps were replayed
+    back.close()
+    nb_path = session.to_notebook(tmp_path / "s.ipynb")
+    nb = nbformat.read(nb_path, as_version=4)
+    nbformat.validate(nb)
+    kinds = [c.cell_type for c in nb.cells]
+    assert kinds.count("code") == 3 and kinds.count("markdown") == 2
+    assert nb.cells[-1].outputs[0]["text"] == "40\n"
+    assert session.to_python().startswith(MTPB_PREAMBLE) and session.to_python().endswith("print(x * 2)\n")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SessionError, match="not valid JSON"):
+        Session.load(tmp_path / "bad.json", session.model)
+    (tmp_path / "other.json").write_text(json.dumps(dict(data, format="something-else")))
+    with pytest.raises(SessionError, match="not a saved convsynth session"):
+        Session.load(tmp_path / "other.json", session.model)
+    other = convsynth.load(checkpoints("heads16")[0])
+    with pytest.raises(SessionError, match="another model"):
+        Session.load(path, other)
+
+
+def test_bad_code_through_the_sandbox_loses_nothing(tiny):
+    s = Session(tiny[0], timeout=3, memory_limit=1 * 2**30)
+    s.add_code("total = 10")
+    steps = {
+        "syntax": ("def broken(:\n    pass", "error"),
+        "loop": ("while True:\n    pass", "timeout"),
+        "exit": ("import os\nos._exit(1)", "crashed"),
+        "hog": ("hog = bytearray(3 * 2**30)", "memory"),
+        "stdin": ("name = input('name? ')", "error"),
+        "flood": ("print('x' * 10_000_000)", "ok"),
+    }
+    for name, (code, _) in steps.items():
+        s.add_code(code)
+        s.add_code("print(total)")
+    results = s.run()
+    assert results[0].ok
+    for k, (name, (code, status)) in enumerate(steps.items()):
+        res, after = results[1 + 2 * k], results[2 + 2 * k]
+        assert res.status == status, (name, res.status, res.note)
+        assert res.note or status == "ok"
+        assert after.stdout == "10\n", f"earlier state lost after {name}: {after}"
+    assert results[-2].truncated and len(results[-2].stdout) <= 200_000
+    assert len(s.turns) == 13
+    s.undo()
+    s.undo()  # undoing a step that ran resets the sandbox to the kept steps
+    s.add_code("print(total + 1)")
+    assert s.run()[-1].stdout == "11\n"
+    s.close()
+
+
+def test_expectations(tiny):
+    s = Session(tiny[0])
+    s.add_code("x = 2 + 2")
+    s.turns[-1].check = "assert x == 4"
+    s.add_code("print(x)")
+    s.turns[-1].expect_output = "5"
+    r = s.run()
+    assert r[0].expectation is True and r[1].expectation is False and r[1].status == "expectation_failed"
+    s.close()
+
+
+def test_turn_prefills_only_its_instruction_on_the_packaged_model():
+    """With a trained model the code it writes re-tokenizes the same way, so a turn prefills its instruction
+    plus at most a couple of boundary tokens."""
+    cg = convsynth.load()
+    s = Session(cg, temperature=0, max_new_tokens=48)
+    for i, ins in enumerate(INSTRUCTIONS[:6]):
+        turn = s.ask(ins)
+        if i == 0:
+            continue
+        n_instr = len(cg.encode("".join(f"# {line}\n" for line in ins.splitlines())))
+        assert turn.stats.prefill_tokens <= n_instr + 3, (i, turn.stats, repr(s.turns[i - 1].code))
