@@ -56,9 +56,12 @@ class Turn:
 
 
 def comment_lines(instruction: str | None) -> str:
+    """Each line of the instruction as a comment line; lines that already are comments stay as they are (MTPB's
+    problem 17 has such lines), and nothing else is changed, so prompts match the original harness byte for byte."""
     if instruction is None:
         return ""
-    return "".join(f"# {line}".rstrip() + "\n" for line in instruction.strip().splitlines())
+    return "".join((line if line.lstrip().startswith("#") else f"# {line}") + "\n"
+                   for line in instruction.split("\n"))
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -195,7 +198,7 @@ class Session:
             raise TypeError(f"instruction must be a str, not {type(instruction).__name__}")
         if not instruction.strip():
             raise SessionError("the instruction is empty: say in words what the next step should do.")
-        return instruction.strip()
+        return instruction.strip("\r\n")  # spaces stay: MTPB prompts keep theirs
 
     def _fit(self, ids: list[int], s: Sampling, instruction: str) -> list[int]:
         n = self.model.config.n_positions
