@@ -360,3 +360,8 @@ class Session:
         """Write an .ipynb: a markdown cell per instruction and a code cell per step, with their outputs."""
         from . import session_io
         return session_io.write_notebook(self, path)
+
+    def widget(self):
+        """This session in a Jupyter widget (cards, streaming, Stop, settings, prompt view); needs ipywidgets."""
+        from .widget import SessionWidget
+        return SessionWidget(self)

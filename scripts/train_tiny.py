@@ -1,0 +1,365 @@
+"""Build convsynth-tiny: the small CodeGen-architecture model packaged with convsynth.
+
+    python scripts/train_tiny.py data            # collect + tokenize the corpus into --work
+    python scripts/train_tiny.py train --minutes 40
+    python scripts/train_tiny.py export          # best/last checkpoint -> convsynth/models/convsynth-tiny/
+    python scripts/train_tiny.py all --minutes 40
+
+The output layer is trained only over the "active" vocabulary (the token ids that occur in the training corpus
+at least --min-count times, plus EOS): the loss gathers those rows of lm_head. Input embeddings are trained for
+every id that occurs. At export the other rows of lm_head get weight 0 and bias -100 (never generated) and the
+unused wte rows keep their seeded initialisation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from convsynth.config import CodeGenConfig  # noqa: E402
+from convsynth.model import Block, CodeGenModel  # noqa: E402
+
+TOKENIZER_JSON = ROOT / "convsynth" / "assets" / "tokenizer.json"
+EOS = 50256
+SEED = 1234
+CONFIG = dict(vocab_size=51200, n_positions=2048, n_embd=160, n_layer=6, n_head=4, rotary_dim=16, n_inner=None,
+              activation_function="gelu_new", layer_norm_epsilon=1e-5, bos_token_id=1, eos_token_id=EOS,
+              tie_word_embeddings=False)
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------- data
+def tokenizer():
+    """The packaged CodeGen tokenizer. convsynth's own class when present; the identical tokenizer.json through
+    the `tokenizers` library otherwise (batch encoding of the corpus is much faster that way)."""
+    from tokenizers import Tokenizer
+    return Tokenizer.from_file(str(TOKENIZER_JSON))
+
+
+def build_data(work: Path, seed: int = SEED) -> dict:
+    import tiny_data as D
+    import tiny_templates as TT
+
+    work.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    files, report = D.collect_sources()
+    code_docs, train_docs, held_docs, file_list = [], [], [], []
+    n_snip = n_docfn = n_prog = 0
+    for source, lic, path in files:
+        text = D.read_clean(path)
+        if text is None:
+            continue
+        held = D.is_heldout(path)
+        file_list.append(dict(source=source, licence=lic, path=path, heldout=held, chars=len(text)))
+        if held:
+            held_docs.append(text)
+            continue
+        code_docs.append(text)
+        snips = D.mine_snippets(text)
+        mtpb = D.mtpb_documents(snips, rng)
+        n_snip += len(snips)
+        n_prog += len(mtpb) - len(snips)
+        train_docs.extend(mtpb)
+        fns = D.docstring_functions(text)
+        n_docfn += len(fns)
+        train_docs.extend(fns)
+    n_real = len(train_docs)  # mined snippets / programs and docstring'd functions
+    templ = TT.templated_documents(seed, n_programs=12000, n_functions=12000)
+    train_docs.extend(templ)
+    held_templ = TT.templated_documents(seed + 1, n_programs=200, n_functions=200)
+    rng.shuffle(train_docs)
+
+    tok = tokenizer()
+
+    def encode(docs):
+        out = []
+        for i in range(0, len(docs), 2000):
+            for enc in tok.encode_batch(docs[i:i + 2000]):
+                out.extend(enc.ids)
+                out.append(EOS)
+        return np.array(out, dtype=np.uint16)
+
+    t0 = time.time()
+    rng.shuffle(code_docs)
+    code = encode(code_docs)
+    struct = encode(train_docs)
+    train = np.concatenate([code, struct])
+    held = encode(held_docs)
+    held_t = encode(held_templ)
+    log(f"tokenized in {time.time() - t0:.0f}s: train {len(train):,} tokens, held-out {len(held):,}")
+    np.save(work / "train_code.npy", code)
+    np.save(work / "train_struct.npy", struct)
+    np.save(work / "heldout.npy", held)
+    np.save(work / "heldout_templates.npy", held_t)
+    counts = np.bincount(train, minlength=CONFIG["vocab_size"])
+    np.save(work / "counts.npy", counts)
+    stats = dict(
+        seed=seed,
+        sources=report,
+        files_total=len(file_list),
+        files_train=sum(not f["heldout"] for f in file_list),
+        files_heldout=sum(f["heldout"] for f in file_list),
+        chars_train_files=sum(f["chars"] for f in file_list if not f["heldout"]),
+        chars_heldout_files=sum(f["chars"] for f in file_list if f["heldout"]),
+        mined_instruction_snippets=n_snip, mined_mtpb_programs=n_prog, docstring_functions=n_docfn,
+        templated_documents=len(templ), structured_documents=len(train_docs), mined_documents=n_real,
+        chars_train_structured=sum(map(len, train_docs)),
+        tokens_train=int(len(train)), tokens_train_code_files=int(len(code)), tokens_train_structured=int(len(struct)), tokens_heldout=int(len(held)), tokens_heldout_templates=int(len(held_t)),
+        distinct_token_ids_train=int((counts > 0).sum()),
+    )
+    (work / "data_stats.json").write_text(json.dumps(stats, indent=1))
+    (work / "file_list.json").write_text(json.dumps(file_list, indent=0))
+    log(json.dumps({k: v for k, v in stats.items() if k != "sources"}))
+    return stats
+
+
+# ------------------------------------------------------------------------------------------------------ training
+class TinyTrainer(nn.Module):
+    """CodeGen blocks over a compact vocabulary: inputs use ids remapped to `in_ids` (every id seen in training),
+    the output layer covers `out_ids` (the active vocabulary)."""
+
+    def __init__(self, config: CodeGenConfig, n_in: int, n_out: int, seed: int):
+        super().__init__()
+        ref = CodeGenModel(config).init_weights(seed)  # the seeded reference init, then take the parts we train
+        self.config = config
+        self.h = ref.transformer.h
+        self.ln_f = ref.transformer.ln_f
+        self.wte = nn.Embedding(n_in, config.n_embd)
+        self.head = nn.Linear(config.n_embd, n_out)
+        self.ref = [ref]  # not a submodule: holds the init of the full matrices for export
+        self.rope = ref.rope("cpu")
+
+    def forward(self, x_ids: torch.Tensor) -> torch.Tensor:
+        T = x_ids.shape[1]
+        cos, sin = self.rope[0][:T], self.rope[1][:T]
+        x = self.wte(x_ids)
+        for block in self.h:
+            x = block(x, cos, sin, None, None)
+        return self.head(self.ln_f(x))
+
+
+def make_vocab(counts: np.ndarray, min_count: int):
+    in_ids = np.nonzero(counts)[0]
+    out_ids = np.nonzero(counts >= min_count)[0]
+    if EOS not in out_ids:
+        out_ids = np.sort(np.append(out_ids, EOS))
+    return in_ids, out_ids
+
+
+def train(args) -> None:
+    work = Path(args.work)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    config = CodeGenConfig(**CONFIG)
+    code = np.load(work / "train_code.npy").astype(np.int64)
+    struct = np.load(work / "train_struct.npy").astype(np.int64)
+    held = np.load(work / "heldout.npy").astype(np.int64)
+    held_t = np.load(work / "heldout_templates.npy").astype(np.int64)
+    counts = np.load(work / "counts.npy")
+    in_ids, out_ids = make_vocab(counts, args.min_count)
+    in_map = np.zeros(config.vocab_size, dtype=np.int64)  # unseen ids (only in held-out text) -> row of EOS
+    in_map[:] = np.searchsorted(in_ids, EOS)
+    in_map[in_ids] = np.arange(len(in_ids))
+    out_map = np.full(config.vocab_size, -100, dtype=np.int64)  # targets outside the active vocab are ignored
+    out_map[out_ids] = np.arange(len(out_ids))
+    covered = counts[out_ids].sum() / counts.sum()
+    log(f"input vocab {len(in_ids)}, output (active) vocab {len(out_ids)} covering {covered:.4%} of train tokens")
+
+    model = TinyTrainer(config, len(in_ids), len(out_ids), args.seed)
+    with torch.no_grad():  # start the compact matrices from the same seeded init as the full ones
+        ref = model.ref[0]
+        model.wte.weight.copy_(ref.transformer.wte.weight[torch.from_numpy(in_ids)])
+        model.head.weight.copy_(ref.lm_head.weight[torch.from_numpy(out_ids)])
+        model.head.bias.zero_()
+    n_body = sum(p.numel() for p in model.h.parameters()) + sum(p.numel() for p in model.ln_f.parameters())
+    log(f"full model params {ref.num_parameters():,}; trained: body {n_body:,}, wte {model.wte.weight.numel():,}, "
+        f"head {model.head.weight.numel() + model.head.bias.numel():,}")
+
+    decay = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith("wte")]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() == 2 and not n.startswith("wte"))]
+    opt = torch.optim.AdamW([dict(params=decay, weight_decay=args.wd), dict(params=no_decay, weight_decay=0.0)],
+                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    T, B = args.ctx, args.batch
+    gen = np.random.default_rng(args.seed)
+
+    def batch(arr, rng, n):
+        starts = rng.integers(0, len(arr) - T - 1, size=n)
+        w = np.stack([arr[s:s + T + 1] for s in starts])
+        return torch.from_numpy(in_map[w[:, :-1]]), torch.from_numpy(out_map[w[:, 1:]])
+
+    def loss_fn(x, y):
+        if args.bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = model(x)
+        else:
+            logits = model(x)
+        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.view(-1), ignore_index=-100)
+
+    @torch.no_grad()
+    def evaluate(arr, n_batches=12):
+        """Mean loss over fixed windows of held-out text, over the tokens the model can emit."""
+        model.eval()
+        r = np.random.default_rng(0)
+        tot = 0.0
+        for _ in range(n_batches):
+            x, y = batch(arr, r, 8)
+            tot += loss_fn(x, y).item()
+        model.train()
+        return tot / n_batches
+
+    total_steps = args.steps
+    warmup = args.warmup
+    t_start = time.time()
+    t_warm = [t_start]
+    budget = args.minutes * 60
+    ckpt_dir = work / "ckpt"
+    ckpt_dir.mkdir(exist_ok=True)
+    history = []
+    step, ema = 0, None
+    last_save = time.time()
+    meta = dict(in_ids=in_ids.tolist(), out_ids=out_ids.tolist(), args=vars(args), config=CONFIG)
+    (ckpt_dir / "vocab.json").write_text(json.dumps(meta))
+
+    def lr_at(s):
+        """Linear warmup, then cosine decay to 10% over the step budget (--steps) or, by default, over the
+        wall-clock budget (--minutes): the machine is shared, so a speed measured early is not a good guide."""
+        if s < warmup:
+            return args.lr * (s + 1) / warmup
+        if total_steps is not None:
+            p = min(1.0, (s - warmup) / max(1, total_steps - warmup))
+        else:
+            p = min(1.0, (time.time() - t_warm[0]) / max(1.0, budget - (t_warm[0] - t_start)))
+        return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+    def save(tag):
+        torch.save(dict(model={k: v for k, v in model.state_dict().items()}, step=step,
+                        history=history, seconds=time.time() - t_start), ckpt_dir / f"{tag}.pt")
+
+    while True:
+        if step == warmup:
+            t_warm[0] = time.time()
+        if total_steps is not None and step >= total_steps:
+            break
+        if total_steps is None and time.time() - t_start > budget:
+            log("time budget reached")
+            break
+        lr = lr_at(step)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        n_struct = int(round(B * args.struct_frac))
+        xa, ya = batch(code, gen, B - n_struct)
+        xb, yb = batch(struct, gen, n_struct)
+        x, y = torch.cat([xa, xb]), torch.cat([ya, yb])
+        loss = loss_fn(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if step % 10 == 0:
+            log(f"step {step}/{total_steps} loss {loss.item():.3f} ema {ema:.3f} lr {lr:.2e} "
+                f"{(time.time() - t_start) / step:.2f}s/step")
+        if step % args.eval_every == 0:
+            hl, ht = evaluate(held), evaluate(held_t, 4)
+            history.append(dict(step=step, seconds=round(time.time() - t_start), train_ema=ema, heldout=hl,
+                                heldout_templates=ht))
+            log(f"EVAL step {step} heldout {hl:.3f} (ppl {math.exp(hl):.1f}) templates {ht:.3f}")
+        if time.time() - last_save > args.save_minutes * 60:
+            save("last")
+            last_save = time.time()
+    hl, ht = evaluate(held, 40), evaluate(held_t, 8)
+    history.append(dict(step=step, seconds=round(time.time() - t_start), train_ema=ema, heldout=hl,
+                        heldout_templates=ht, final=True))
+    log(f"FINAL step {step} train_ema {ema:.3f} heldout {hl:.3f} (ppl {math.exp(hl):.1f}) templates {ht:.3f}")
+    save("last")
+
+
+# -------------------------------------------------------------------------------------------------------- export
+def export(args) -> Path:
+    from safetensors.torch import save_file
+
+    work = Path(args.work)
+    out = Path(args.out)
+    ckpt = torch.load(work / "ckpt" / "last.pt", weights_only=False)
+    meta = json.loads((work / "ckpt" / "vocab.json").read_text())
+    config = CodeGenConfig(**meta["config"])
+    seed = meta["args"]["seed"]
+    full = CodeGenModel(config).init_weights(seed)
+    sd = ckpt["model"]
+    in_ids = torch.tensor(meta["in_ids"])
+    out_ids = torch.tensor(meta["out_ids"])
+    with torch.no_grad():
+        for k, v in sd.items():
+            if k.startswith("h.") or k.startswith("ln_f."):
+                full.state_dict()["transformer." + k].copy_(v)
+        full.transformer.wte.weight[in_ids] = sd["wte.weight"]
+        full.lm_head.weight.zero_()
+        full.lm_head.bias.fill_(-100.0)
+        full.lm_head.weight[out_ids] = sd["head.weight"]
+        full.lm_head.bias[out_ids] = sd["head.bias"]
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in full.state_dict().items()}
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    os.chmod(out / "model.safetensors", 0o644)
+    cfg = config.to_dict()
+    cfg.update(torch_dtype="float16", transformers_version="4.40.0", _name_or_path="convsynth-tiny",
+               n_ctx=config.n_positions)
+    (out / "config.json").write_text(json.dumps(dict(sorted(cfg.items())), indent=2) + "\n")
+    shutil.copyfile(TOKENIZER_JSON, out / "tokenizer.json")
+    train_info = dict(step=ckpt["step"], seconds=round(ckpt["seconds"]), history=ckpt["history"],
+                      args=meta["args"], active_vocab=len(meta["out_ids"]), input_vocab=len(meta["in_ids"]))
+    (work / "train_info.json").write_text(json.dumps(train_info, indent=1))
+    log(f"exported {out} ({(out / 'model.safetensors').stat().st_size / 1e6:.1f} MB), step {ckpt['step']}")
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=["data", "train", "export", "all"])
+    p.add_argument("--work", default=str(ROOT / ".cache" / "tiny"), help="intermediate files (corpus, checkpoints)")
+    p.add_argument("--out", default=str(ROOT / "convsynth" / "models" / "convsynth-tiny"))
+    p.add_argument("--minutes", type=float, default=40.0, help="wall-clock training budget")
+    p.add_argument("--steps", type=int, default=None, help="fixed step count (default: from the measured speed)")
+    p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--wd", type=float, default=0.1)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--ctx", type=int, default=256)
+    p.add_argument("--struct-frac", type=float, default=0.5,
+                   help="share of each batch drawn from the structured part (instruction turns, functions)")
+    p.add_argument("--min-count", type=int, default=30, help="active output vocab: ids seen this often")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (slower on CPUs without AVX512-BF16)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--save-minutes", type=float, default=5.0)
+    args = p.parse_args()
+    if args.stage in ("data", "all"):
+        build_data(Path(args.work), args.seed)
+    if args.stage in ("train", "all"):
+        train(args)
+    if args.stage in ("export", "all"):
+        export(args)
+
+
+if __name__ == "__main__":
+    main()
