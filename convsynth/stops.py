@@ -26,15 +26,24 @@ def truncate_codegen(completion: str) -> str:
     return completion[:_codegen_cut(completion)]
 
 
-def _codegen_cut(text: str) -> int:
+def _codegen_cut(text: str, terminals: list[re.Pattern] = _TERMINALS) -> int:
     prints = list(_PRINT.finditer(text))
     if len(prints) > 1:
         text = text[:prints[1].start()]
     defs = list(_DEF.finditer(text))
     if len(defs) > 1:
         text = text[:defs[1].start()]
-    hits = [m.start() for m in (t.search(text) for t in _TERMINALS) if m]
+    hits = [m.start() for m in (t.search(text) for t in terminals) if m]
     return min(hits) if hits else len(text)
+
+
+def truncate_with(text: str, patterns: Iterable[str]) -> str:
+    """The original truncation with other terminal patterns (transformers' ``CodeGenTokenizer.truncate``):
+    the print/def cuts, then the earliest pattern match. No patterns: no cut at all, as the reference does."""
+    patterns = tuple(patterns)
+    if not patterns:
+        return text
+    return text[:_codegen_cut(text, [re.compile(p, re.MULTILINE) for p in patterns])]
 
 
 def codegen_stop(text: str) -> int | None:

@@ -6,48 +6,23 @@ This module imports neither torch nor transformers, so `import convsynth` stays 
 
 from __future__ import annotations
 
-import functools
 import json
-import re
 from pathlib import Path
-from typing import Iterable
 
 from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
 
 from .errors import CheckpointError
+from .stops import CODEGEN_TERMINALS, truncate_with
 
 __all__ = ["CodeGenTokenizer", "truncate_before", "TRUNCATE_BEFORE_PATTERN", "ENDOFTEXT", "EOS_TOKEN_ID"]
 
 PACKAGED = Path(__file__).resolve().parent / "assets" / "tokenizer.json"
 ENDOFTEXT = "<|endoftext|>"
 EOS_TOKEN_ID = 50256
-# The stop list of the original CodeGen sampler (see truncate_before).
-TRUNCATE_BEFORE_PATTERN = ["^#", re.escape(ENDOFTEXT), "^'''", '^"""', "\n\n\n"]
-
-
-@functools.lru_cache(maxsize=64)
-def _compile(patterns: tuple[str, ...]) -> list[re.Pattern]:
-    return [re.compile(p, re.MULTILINE) for p in patterns]
-
-
-def truncate_before(text: str, patterns: Iterable[str]) -> str:
-    """Cut `text` the way transformers' CodeGenTokenizer.truncate does (used by decode when patterns are given).
-
-    Like the reference, this first cuts before a second line starting with `print`, then before a second line
-    starting with `def`, and only then at the earliest match of any pattern (regexes, re.MULTILINE).
-    """
-    patterns = tuple(patterns)
-    if not patterns:  # the reference skips the print/def cuts too when the list is empty
-        return text
-    prints = list(re.finditer("^print", text, re.MULTILINE))
-    if len(prints) > 1:
-        text = text[: prints[1].start()]
-    defs = list(re.finditer("^def", text, re.MULTILINE))
-    if len(defs) > 1:
-        text = text[: defs[1].start()]
-    hits = [m.start() for m in (p.search(text) for p in _compile(patterns)) if m]
-    return text[: min(hits)] if hits else text
+# The stop list of the original CodeGen sampler; decode's truncation is the one in stops.py.
+TRUNCATE_BEFORE_PATTERN = CODEGEN_TERMINALS
+truncate_before = truncate_with
 
 
 def _as_ids(ids) -> list[int]:
