@@ -282,15 +282,15 @@ def weight_bytes_per_token(model, cfg) -> dict:
 class Convsynth:
     name = "convsynth"
 
-    def __init__(self, directory: Path, device: torch.device, dtype: str):
-        self.directory, self.device, self.dtype = directory, device, dtype
+    def __init__(self, directory: Path, device: torch.device, dtype: str, fast: str = "auto"):
+        self.directory, self.device, self.dtype, self.fast = directory, device, dtype, fast
         self.cg = None
 
     def load(self):
         import convsynth
         self.cg = None
         release(self.device)
-        self.cg = convsynth.load(self.directory, device=str(self.device), dtype=self.dtype)
+        self.cg = convsynth.load(self.directory, device=str(self.device), dtype=self.dtype, fast=self.fast)
         sync(self.device)
         self.hook = FirstForward(self.cg.model, self.device)
 
@@ -320,8 +320,10 @@ class Convsynth:
         ids = [tok]
         sync(dev)
         t_first = time.perf_counter()
+        fast = model.fast_decoder  # the same decode step generate uses (CUDA graphs on a GPU by default)
         for _ in range(n - 1):
-            tok = model(tok[:, None], cache, last_only=True)[:, -1].argmax(-1)
+            logits = fast.step(tok, cache) if fast else model(tok[:, None], cache, last_only=True)[:, -1]
+            tok = logits.argmax(-1)
             ids.append(tok)
         out = torch.cat(ids).tolist()
         t1 = time.perf_counter()
@@ -518,6 +520,10 @@ def bench(systems: list, plan: Plan, tokenizer, device: torch.device, res: dict,
                 res[s.name]["raw_loop"] = summarize_generation(raw)
         log(f"decode {n} tokens: " + ", ".join(
             f"{s.name} {res[s.name]['decode'][n]['decode_tokens_per_s']:.2f} tok/s" for s in systems))
+    for s in systems:
+        if isinstance(s, Convsynth):  # after decoding: a fast path that fell back on the way says so here
+            state["decode_path"] = s.cg.decode_path
+            log(f"convsynth decode step: {state['decode_path']}")
 
     n = plan.session_tokens
     for s in systems:  # warm-up: two turns each
@@ -622,6 +628,7 @@ def report(r: dict) -> str:
     md.append(f"- Model: {r['parameters'] / 1e6:.1f} M parameters (n_embd {r['model']['n_embd']}, n_layer "
               f"{r['model']['n_layer']}, vocab {r['model']['vocab_size']}); medians of repeats after a warm-up; "
               "speed-up = transformers time / convsynth time (> 1: convsynth is faster)")
+    md.append(f"- convsynth decode step: `{r.get('decode_path', 'eager')}` (fast.py; `--fast` to choose)")
     md.append("- Order: " + ("both models in memory, every repeat alternates convsynth / transformers" if r["together"]
                              else "convsynth first, then transformers (one model in memory at a time)"))
     md += ["", "## Load (same safetensors directory, warm page cache)", ""]
@@ -728,6 +735,8 @@ def main(argv=None) -> int:
                    help="run convsynth then transformers, one model in memory at a time (automatic when both do "
                         "not fit)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: every core this process may use)")
+    p.add_argument("--fast", choices=["auto", "cuda_graphs", "compile", "eager"], default="auto",
+                   help="convsynth's decode step (default auto: CUDA graphs on a GPU, eager on CPU)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -754,7 +763,7 @@ def main(argv=None) -> int:
         directory = make_checkpoint(cfg, DTYPES[dtype], Path(tmp), tokenizer)
         r["checkpoint_bytes"] = warm_page_cache(directory)
         log(f"random checkpoint written in {time.perf_counter() - t0:.1f} s ({r['checkpoint_bytes'] / 1e6:.0f} MB)")
-        cs_sys = Convsynth(directory, device, dtype)
+        cs_sys = Convsynth(directory, device, dtype, args.fast)
         hf_sys = Transformers(directory, device, dtype, tokenizer)
         r["together"] = not args.sequential and fits_together(r["checkpoint_bytes"], device)
         res, state = {}, {}
@@ -765,6 +774,7 @@ def main(argv=None) -> int:
             bench([cs_sys], plan, tokenizer, device, res, state)
             bench([hf_sys], plan, tokenizer, device, res, state)
         r["convsynth"], r["transformers"] = res["convsynth"], res["transformers"]
+        r["decode_path"] = state.get("decode_path", "eager")
         r["hf_attn"] = r["transformers"]["attn_implementation"]
     if plan.bandwidth_again:  # again at the end: the best of both
         bw2 = measure_bandwidth(device, plan.bandwidth_repeats)

@@ -9,6 +9,8 @@ def _sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: the packaged model)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--fast", default="auto", choices=["auto", "cuda_graphs", "compile", "eager"],
+                   help="decode step: auto = CUDA graphs on a GPU, eager on CPU")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.2, help="0 means greedy")
     p.add_argument("--top-p", type=float, default=0.95)
@@ -24,7 +26,7 @@ def _sampling(args) -> dict:
 
 def cmd_complete(args) -> int:
     import convsynth
-    cg = convsynth.load(args.model, device=args.device, dtype=args.dtype)
+    cg = convsynth.load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
     stop = args.stop if args.stop else None
     if stop and len(stop) == 1 and stop[0] == "codegen":
         stop = "codegen"
@@ -49,7 +51,7 @@ def cmd_demo(args) -> int:
     """The main job: a multi-turn session on a model, each step generated, run in the sandbox and shown."""
     import convsynth
     print(f"Loading {'the packaged model' if args.model is None else args.model} ...", flush=True)
-    cg = convsynth.load(args.model, device=args.device, dtype=args.dtype)
+    cg = convsynth.load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
     print(repr(cg), flush=True)
     kw = _sampling(args)
     with convsynth.Session(cg, **kw) as session:

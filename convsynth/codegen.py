@@ -29,6 +29,13 @@ class CodeGen:
         return str(self.model.device)
 
     @property
+    def decode_path(self) -> str:
+        """Which decode step runs: 'eager', 'cuda_graphs' or 'compile' (with the reason when a fast path that
+        was asked for could not run)."""
+        fast = getattr(self.model, "fast_decoder", None)
+        return fast.describe() if fast is not None else getattr(self.model, "fast_note", "eager")
+
+    @property
     def dtype(self) -> str:
         return str(self.model.dtype).replace("torch.", "")
 
@@ -109,18 +116,32 @@ class CodeGen:
 
 
 def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
-         revision: str | None = None) -> CodeGen:
+         revision: str | None = None, fast: str | bool = "auto") -> CodeGen:
     """Load a CodeGen checkpoint: None (the small model packaged with convsynth), a local directory with
     config.json and weights (.safetensors or .bin, sharded or not), or a hub id such as
-    'Salesforce/codegen-350M-mono' (downloaded through huggingface_hub; needs network the first time)."""
+    'Salesforce/codegen-350M-mono' (downloaded through huggingface_hub; needs network the first time).
+    ``fast``: the decode step: 'auto' (CUDA graphs on a GPU, eager on CPU), 'cuda_graphs', 'compile', or
+    False/'eager'. A fast path that cannot run warns once and decoding stays eager (``.decode_path`` says which)."""
     from .tokenizer import CodeGenTokenizer
     t0 = time.perf_counter()
     directory = checkpoint.resolve(name_or_path, revision)
     config = checkpoint.read_config(directory)
     dev = checkpoint.parse_device(device)
     model = checkpoint.load_weights(directory, config, device=dev, dtype=checkpoint.parse_dtype(dtype, dev))
+    set_fast(model, fast)
     tokenizer = CodeGenTokenizer.from_pretrained(directory)
     name = str(name_or_path) if name_or_path is not None else "convsynth-tiny"
     cg = CodeGen(model, tokenizer, name=name, path=directory)
     cg.load_seconds = time.perf_counter() - t0
     return cg
+
+
+def set_fast(model, fast: str | bool | None) -> None:
+    """Attach the fast decoder asked for; fast.py is imported only when a fast path could run."""
+    model.fast_decoder = None
+    if fast in (False, None, "eager") or (fast in ("auto", True) and model.device.type != "cuda"):
+        return
+    from . import fast as fast_mod
+    dec = fast_mod.attach(model, fast)
+    if model.fast_decoder is None:  # asked for a path that cannot run here: decode_path keeps the reason
+        model.fast_note = dec.describe()

@@ -91,14 +91,19 @@ def sample(logits: torch.Tensor, s: Sampling, seen: torch.Tensor | None, gen: to
 def decode_tokens(model, cache: KVCache, prompt: torch.Tensor, s: Sampling, gen: torch.Generator | None,
                   seen: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Prefill ``prompt`` (B, T) into ``cache``, then yield (B,) token ids forever; the caller stops it.
-    After k tokens were yielded, the cache holds the prompt and the first k-1 of them."""
+    After k tokens were yielded, the cache holds the prompt and the first k-1 of them. One-token steps go through
+    ``model.fast_decoder`` (CUDA graphs / compiled, see fast.py) when one is attached."""
+    fast = getattr(model, "fast_decoder", None)
     logits = model(prompt, cache, last_only=True)[:, -1]                   # (B, V)
     while True:
         tok = sample(logits, s, seen, gen)                                  # (B,)
         if seen is not None:
             seen[torch.arange(tok.shape[0], device=tok.device), tok] = True
         yield tok
-        logits = model(tok[:, None], cache, last_only=True)[:, -1]
+        if fast is not None:
+            logits = fast.step(tok, cache)                                  # (B, V), a static buffer
+        else:
+            logits = model(tok[:, None], cache, last_only=True)[:, -1]
 
 
 @dataclass

@@ -172,6 +172,8 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: the packaged model)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--fast", default="auto", choices=["auto", "cuda_graphs", "compile", "eager"],
+                   help="decode step: auto = CUDA graphs on a GPU, eager on CPU")
     p.add_argument("--problems", default=None, help="ids such as 1,2,10-20 (default: all)")
     p.add_argument("--samples", type=int, default=1, help="programs per test case (the paper: 40)")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
@@ -187,7 +189,7 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     from . import load
     problems = parse_ids(args.problems, load_problems(args.data))
-    cg = load(args.model, device=args.device, dtype=args.dtype)
+    cg = load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
     rep = run(cg, problems, samples=args.samples, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
               single_turn=args.single_turn, out=args.out, jobs=args.jobs, timeout=args.timeout)
     print(format_report(rep))

@@ -1,0 +1,118 @@
+"""The fast decode step (fast.py): the fixed-shape step equals the eager one, and fast paths fail loudly."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+import convsynth
+from convsynth import fast
+from convsynth.codegen import set_fast
+
+PROMPT = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
+
+
+def test_buckets_cover_the_window():
+    assert fast.buckets(2048) == [256, 512, 1024, 2048]
+    assert fast.buckets(300) == [256, 300]
+    assert fast.buckets(100) == [100]
+
+
+def _compare_steps(model, step, tol: float) -> None:
+    """Decode 12 tokens from position 250 with ``step(tok, cache)`` and with the eager model on a copy of the
+    cache: the attention window switches from 256 to 512 positions on the way."""
+    g = torch.Generator().manual_seed(0)
+    dev = model.device
+    prompt = torch.randint(0, model.config.vocab_size, (1, 250), generator=g).to(dev)
+    toks = torch.randint(0, model.config.vocab_size, (12,), generator=g).to(dev)
+    with torch.inference_mode():
+        eager = model.new_cache(capacity=512)
+        model(prompt, eager)
+        mine = eager.fork()
+        for t in toks:
+            tok = t.view(1)
+            ref = model(tok[:, None], eager, last_only=True)[:, -1]
+            got = step(tok, mine).clone()
+            torch.testing.assert_close(got, ref, rtol=tol, atol=tol)
+        n = eager.length
+        assert mine.length == n
+        torch.testing.assert_close(mine.k[:, :, :, :n], eager.k[:, :, :, :n], rtol=tol, atol=tol)
+        torch.testing.assert_close(mine.v[:, :, :, :n], eager.v[:, :, :, :n], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("shape", ["tiny", "heads16"])
+def test_static_step_equals_the_eager_step_across_a_bucket_edge(checkpoints, shape):
+    """The step a CUDA graph captures, run eagerly on CPU: same logits and same cache as model(tok, cache)."""
+    model = convsynth.load(checkpoints(shape)[0]).model
+    buckets = fast.buckets(model.config.n_positions)
+
+    def step(tok, cache):
+        cache.reserve(cache.max_length)
+        bucket = next(b for b in buckets if b > cache.length)
+        out = fast.static_step(model, tok[:, None], torch.tensor([cache.length]), cache.k, cache.v, bucket)
+        cache.advance(1)
+        return out
+    _compare_steps(model, step, 1e-5)
+
+
+def test_cuda_graphs_asked_for_on_cpu_warn_once_and_decode_eagerly(checkpoints):
+    directory = checkpoints("tiny")[0]
+    eager = convsynth.load(directory, fast=False)
+    with pytest.warns(RuntimeWarning, match="CUDA graphs need the model on a CUDA device"):
+        cg = convsynth.load(directory, fast="cuda_graphs")
+    assert cg.decode_path.startswith("eager (asked for cuda_graphs")
+    assert eager.decode_path == "eager"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, at load: generating does not repeat it
+        out = cg.complete(PROMPT, max_new_tokens=24, temperature=0)
+    assert out == eager.complete(PROMPT, max_new_tokens=24, temperature=0)
+
+
+def test_a_failing_fast_path_falls_back_with_the_reason_and_loses_nothing(checkpoints):
+    """Force the CUDA-graph path on a CPU model: capturing fails inside step(); the decoder says why, switches
+    to eager, and the generation in flight still comes out right."""
+    directory = checkpoints("tiny")[0]
+    want = convsynth.load(directory).complete(PROMPT, max_new_tokens=20, temperature=0)
+    cg = convsynth.load(directory)
+    dec = fast.FastDecoder(cg.model, "eager")
+    dec.path = "cuda_graphs"
+    cg.model.fast_decoder = dec
+    with pytest.warns(RuntimeWarning, match="cuda_graphs failed .*eager path from now on"):
+        got = cg.complete(PROMPT, max_new_tokens=20, temperature=0)
+    assert got == want
+    assert cg.decode_path.startswith("eager (asked for eager: cuda_graphs failed")
+
+
+def test_unknown_mode_is_refused(checkpoints):
+    with pytest.raises(ValueError, match="fast='turbo'"):
+        convsynth.load(checkpoints("tiny")[0], fast="turbo")
+
+
+def test_fast_module_is_not_imported_on_the_default_cpu_path():
+    code = "import sys, convsynth; cg = convsynth.load(); assert cg.decode_path == 'eager'; " \
+           "print('convsynth.fast' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_compiled_step_generates_what_eager_does(checkpoints):
+    """torch.compile of the fixed-shape step (inductor on CPU here): same greedy text, and it stayed compiled."""
+    directory = checkpoints("tiny")[0]
+    want = convsynth.load(directory).complete(PROMPT, max_new_tokens=16, temperature=0)
+    cg = convsynth.load(directory, fast="compile")
+    got = cg.complete(PROMPT, max_new_tokens=16, temperature=0)
+    assert cg.decode_path == "compile", cg.decode_path
+    assert got == want
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_cuda_graph_steps_equal_eager_steps_on_gpu(checkpoints, dtype):
+    cg = convsynth.load(checkpoints("heads16")[0], device="cuda", dtype=dtype)
+    assert cg.decode_path == "cuda_graphs"
+    _compare_steps(cg.model, cg.model.fast_decoder.step, 2e-2)
+    assert cg.decode_path == "cuda_graphs"  # no fallback happened on the way
