@@ -214,6 +214,25 @@ def small_function(rng: random.Random) -> str:
     return text
 
 
+def function_documents(seed: int, n: int) -> list[str]:
+    """Phase-2 drill set: small functions, more often with a bare signature (the shape of `def add(a, b):`) and
+    mixed with short programs so the turn layout is not forgotten. Separate from `templated_documents` so the
+    phase-1 corpus stays reproducible."""
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.25:
+            docs.append(mtpb_program(rng))
+            continue
+        doc = small_function(rng)
+        if r < 0.6:  # strip the docstring/comment: name and arguments alone must say what to do
+            doc = "".join(line for line in doc.splitlines(keepends=True)
+                          if not line.lstrip().startswith(('"""', "# ")))
+        docs.append(doc)
+    return docs
+
+
 def templated_documents(seed: int, n_programs: int, n_functions: int) -> list[str]:
     rng = random.Random(seed)
     return [mtpb_program(rng) for _ in range(n_programs)] + [small_function(rng) for _ in range(n_functions)]

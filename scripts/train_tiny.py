@@ -4,6 +4,8 @@
     python scripts/train_tiny.py train --minutes 40
     python scripts/train_tiny.py export          # best/last checkpoint -> convsynth/models/convsynth-tiny/
     python scripts/train_tiny.py all --minutes 40
+    python scripts/train_tiny.py drill           # phase-2 drill set (train_drill.npy)
+    python scripts/train_tiny.py train --resume --steps 900 --lr 2e-3 --drill-frac 0.25   # phase 2
 
 The output layer is trained only over the "active" vocabulary (the token ids that occur in the training corpus
 at least --min-count times, plus EOS): the loss gathers those rows of lm_head. Input embeddings are trained for
@@ -52,6 +54,21 @@ def tokenizer():
     the `tokenizers` library otherwise (batch encoding of the corpus is much faster that way)."""
     from tokenizers import Tokenizer
     return Tokenizer.from_file(str(TOKENIZER_JSON))
+
+
+def build_drill(work: Path, seed: int = SEED, n: int = 60000) -> int:
+    """The phase-2 drill array: `tiny_templates.function_documents`, tokenized like the rest, one EOS each."""
+    import tiny_templates as TT
+
+    tok = tokenizer()
+    out = []
+    for enc in tok.encode_batch(TT.function_documents(seed + 2, n)):
+        out.extend(enc.ids)
+        out.append(EOS)
+    arr = np.array(out, dtype=np.uint16)
+    np.save(work / "train_drill.npy", arr)
+    log(f"drill set: {n} documents, {len(arr):,} tokens")
+    return len(arr)
 
 
 def build_data(work: Path, seed: int = SEED) -> dict:
@@ -173,6 +190,7 @@ def train(args) -> None:
     struct = np.load(work / "train_struct.npy").astype(np.int64)
     held = np.load(work / "heldout.npy").astype(np.int64)
     held_t = np.load(work / "heldout_templates.npy").astype(np.int64)
+    drill = np.load(work / "train_drill.npy").astype(np.int64) if args.drill_frac > 0 else None
     counts = np.load(work / "counts.npy")
     in_ids, out_ids = make_vocab(counts, args.min_count)
     in_map = np.zeros(config.vocab_size, dtype=np.int64)  # unseen ids (only in held-out text) -> row of EOS
@@ -189,6 +207,13 @@ def train(args) -> None:
         model.wte.weight.copy_(ref.transformer.wte.weight[torch.from_numpy(in_ids)])
         model.head.weight.copy_(ref.lm_head.weight[torch.from_numpy(out_ids)])
         model.head.bias.zero_()
+    phases = []
+    if args.resume:  # phase 2 continues phase 1's weights; the optimizer starts afresh (with its own warmup)
+        prev = torch.load(work / "ckpt" / "last.pt", weights_only=False)
+        model.load_state_dict(prev["model"])
+        phases = prev.get("phases") or [dict(step=prev["step"], seconds=round(prev["seconds"]),
+                                             args=json.loads((work / "ckpt" / "vocab.json").read_text())["args"])]
+        log(f"resumed from step {prev['step']} ({len(phases)} earlier phase(s))")
     n_body = sum(p.numel() for p in model.h.parameters()) + sum(p.numel() for p in model.ln_f.parameters())
     log(f"full model params {ref.num_parameters():,}; trained: body {n_body:,}, wte {model.wte.weight.numel():,}, "
         f"head {model.head.weight.numel() + model.head.bias.numel():,}")
@@ -236,7 +261,8 @@ def train(args) -> None:
     step, ema = 0, None
     last_save = time.time()
     meta = dict(in_ids=in_ids.tolist(), out_ids=out_ids.tolist(), args=vars(args), config=CONFIG)
-    (ckpt_dir / "vocab.json").write_text(json.dumps(meta))
+    if not args.resume:  # vocab.json keeps phase 1's arguments; later phases are recorded in the checkpoint
+        (ckpt_dir / "vocab.json").write_text(json.dumps(meta))
 
     def lr_at(s):
         """Linear warmup, then cosine decay to 10% over the step budget (--steps) or, by default, over the
@@ -250,8 +276,10 @@ def train(args) -> None:
         return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
     def save(tag):
-        torch.save(dict(model={k: v for k, v in model.state_dict().items()}, step=step,
-                        history=history, seconds=time.time() - t_start), ckpt_dir / f"{tag}.pt")
+        this = dict(step=step, seconds=round(time.time() - t_start), args=vars(args), history=history)
+        torch.save(dict(model={k: v for k, v in model.state_dict().items()}, step=step + sum(p["step"] for p in phases),
+                        history=history, seconds=time.time() - t_start + sum(p["seconds"] for p in phases),
+                        phases=phases + [this]), ckpt_dir / f"{tag}.pt")
 
     while True:
         if step == warmup:
@@ -265,9 +293,11 @@ def train(args) -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         n_struct = int(round(B * args.struct_frac))
-        xa, ya = batch(code, gen, B - n_struct)
-        xb, yb = batch(struct, gen, n_struct)
-        x, y = torch.cat([xa, xb]), torch.cat([ya, yb])
+        n_drill = int(round(B * args.drill_frac))
+        parts = [batch(code, gen, B - n_struct - n_drill), batch(struct, gen, n_struct)]
+        if n_drill:
+            parts.append(batch(drill, gen, n_drill))
+        x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         loss = loss_fn(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -326,7 +356,7 @@ def export(args) -> Path:
     (out / "config.json").write_text(json.dumps(dict(sorted(cfg.items())), indent=2) + "\n")
     shutil.copyfile(TOKENIZER_JSON, out / "tokenizer.json")
     train_info = dict(step=ckpt["step"], seconds=round(ckpt["seconds"]), history=ckpt["history"],
-                      args=meta["args"], active_vocab=len(meta["out_ids"]), input_vocab=len(meta["in_ids"]))
+                      args=meta["args"], phases=ckpt.get("phases"), active_vocab=len(meta["out_ids"]), input_vocab=len(meta["in_ids"]))
     (work / "train_info.json").write_text(json.dumps(train_info, indent=1))
     log(f"exported {out} ({(out / 'model.safetensors').stat().st_size / 1e6:.1f} MB), step {ckpt['step']}")
     return out
@@ -334,7 +364,7 @@ def export(args) -> Path:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["data", "train", "export", "all"])
+    p.add_argument("stage", choices=["data", "drill", "train", "export", "all"])
     p.add_argument("--work", default=str(ROOT / ".cache" / "tiny"), help="intermediate files (corpus, checkpoints)")
     p.add_argument("--out", default=str(ROOT / "convsynth" / "models" / "convsynth-tiny"))
     p.add_argument("--minutes", type=float, default=40.0, help="wall-clock training budget")
@@ -347,6 +377,9 @@ def main():
     p.add_argument("--ctx", type=int, default=256)
     p.add_argument("--struct-frac", type=float, default=0.5,
                    help="share of each batch drawn from the structured part (instruction turns, functions)")
+    p.add_argument("--drill-frac", type=float, default=0.0,
+                   help="share of each batch drawn from the drill set (stage `drill`); 0 in phase 1")
+    p.add_argument("--resume", action="store_true", help="start from ckpt/last.pt (a later training phase)")
     p.add_argument("--min-count", type=int, default=30, help="active output vocab: ids seen this often")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (slower on CPUs without AVX512-BF16)")
     p.add_argument("--threads", type=int, default=2)
@@ -355,6 +388,8 @@ def main():
     args = p.parse_args()
     if args.stage in ("data", "all"):
         build_data(Path(args.work), args.seed)
+    if args.stage == "drill":
+        build_drill(Path(args.work), args.seed)
     if args.stage in ("train", "all"):
         train(args)
     if args.stage in ("export", "all"):
