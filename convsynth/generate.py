@@ -10,12 +10,12 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
 from .cache import KVCache
-from .errors import ContextWindowError, GenerationCancelled, SamplingError
+from .errors import ContextWindowError, SamplingError
 from .stops import StopRule
 
 

@@ -6,8 +6,6 @@ This module knows tensors, not text.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -397,12 +397,12 @@ def check(program: str, expected: Any, *, timeout: float = DEFAULT_TIMEOUT, runn
     """Check one MTPB program in a separate process.
 
     ``runner(code, *, timeout, memory_limit)`` runs a Python script and returns an object with ``stdout`` and
-    ``timed_out`` (optionally ``status``, ``error``, ``stderr``); default: ``convsynth.sandbox.run_script``. The
+    ``timed_out`` (optionally ``status``, ``error``, ``stderr``); default: ``convsynth.execution.run_script``. The
     program gets an in-script alarm at ``timeout``; the process is killed ``KILL_GRACE`` seconds later.
     """
     script = check_script(program, expected, timeout=timeout, strict=strict)
     if runner is None:
-        from .sandbox import run_script as runner
+        from .execution import run_script as runner
     hard = timeout + KILL_GRACE
     res = runner(script, timeout=hard, memory_limit=memory_limit)
     out = parse_check_output(getattr(res, "stdout", "") or "")

@@ -40,7 +40,7 @@ class Turn:
     instruction: str | None
     code: str
     stats: TurnStats = field(default_factory=TurnStats)
-    result: object | None = None    # convsynth.sandbox.ExecutionResult once run
+    result: object | None = None    # convsynth.execution.ExecutionResult once run
     expect_output: str | None = None
     check: str | None = None
 

@@ -9,7 +9,7 @@ from .generate import Sampling
 
 
 def load(cls, path, model):
-    from .sandbox import ExecutionResult
+    from .execution import ExecutionResult
     from .session import FORMAT, Turn, TurnStats
     path = Path(path)
     try:

@@ -10,7 +10,6 @@ import torch
 
 import convsynth
 from convsynth import fast
-from convsynth.codegen import set_fast
 
 PROMPT = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
 

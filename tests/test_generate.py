@@ -135,7 +135,6 @@ def test_truncate_codegen_rules():
 
 
 def test_truncate_codegen_matches_the_reference_decode():
-    from transformers import CodeGenTokenizer  # noqa: F401  (the reference's truncate lives beside it)
     from transformers.models.codegen.tokenization_codegen import CodeGenTokenizer as Ref
     from convsynth.stops import CODEGEN_TERMINALS
     texts = ["x = 1\nprint(x)\nprint(2)\n\n\n# c", "def a():\n    return 1\ndef b():\n    '''x'''",

@@ -5,10 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import subprocess
 import sys
-import tempfile
-import types
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from math import comb
@@ -31,26 +28,7 @@ needs_data = pytest.mark.skipif(not DATA.is_file(), reason=f"MTPB data not found
 np = pytest.importorskip("numpy")
 
 
-def _subprocess_runner(code, *, timeout, memory_limit=None):
-    """Stand-in for convsynth.sandbox.run_script when that module is not there."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp, "main.py")
-        path.write_text(code)
-        try:
-            p = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=timeout,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
-        except subprocess.TimeoutExpired as e:
-            out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-            return types.SimpleNamespace(status="timeout", stdout=out, stderr="", error=None, timed_out=True)
-    return types.SimpleNamespace(status="ok" if p.returncode == 0 else "error", stdout=p.stdout, stderr=p.stderr,
-                                 error=None, timed_out=False)
-
-
-try:
-    from convsynth.sandbox import run_script  # noqa: F401
-    RUNNER = None  # the module default
-except ImportError:
-    RUNNER = _subprocess_runner
+RUNNER = None  # checks run through convsynth.execution.run_script, the module default
 
 
 @pytest.fixture(scope="module")
@@ -285,27 +263,18 @@ def test_add_final_print():
         assert add_final_print(code) == code
 
 
-def test_check_uses_sandbox_run_script_by_default(monkeypatch):
-    calls = []
-
-    def fake_run_script(code, *, timeout=20.0, memory_limit=2 * 2**30, cwd=None):
-        calls.append((code, timeout, memory_limit))
-        return types.SimpleNamespace(status="ok", stdout='noise\n{"passed": true, "got": "3", "error": null, '
-                                     '"timed_out": false}\n', stderr="", error=None, timed_out=False)
-    monkeypatch.setitem(sys.modules, "convsynth.sandbox", types.SimpleNamespace(run_script=fake_run_script))
-    r = check("print(3)", 3, timeout=7.0)
-    assert r == CheckResult(True, "3", None, False)
-    (code, timeout, memory_limit), = calls
-    assert code == check_script("print(3)", 3, timeout=7.0)
-    assert timeout == 7.0 + mc.KILL_GRACE and memory_limit == mc.DEFAULT_MEMORY_LIMIT
+def test_check_runs_in_a_real_limited_process_by_default():
+    """No runner given: the program runs in a fresh process (run_script) with the default memory limit applied
+    and the in-script alarm at the timeout."""
+    limit = check("import resource\nprint(resource.getrlimit(resource.RLIMIT_DATA)[0])", mc.DEFAULT_MEMORY_LIMIT)
+    assert limit.passed, limit
+    slow = check("import time\ntime.sleep(60)\nprint(1)", 1, timeout=1.0)
+    assert not slow.passed and slow.timed_out, slow
 
 
 def test_check_reports_a_crashed_script():
-    def crashed(code, *, timeout, memory_limit):
-        return types.SimpleNamespace(status="crashed", stdout="", stderr="Segmentation fault", error=None,
-                                     timed_out=False)
-    r = check("print(3)", 3, runner=crashed)
-    assert not r.passed and not r.timed_out and "Segmentation fault" in r.error
+    r = check("import os, signal\nprint(3)\nos.kill(os.getpid(), signal.SIGSEGV)", 3)
+    assert not r.passed and not r.timed_out and "SIGSEGV" in r.error, r
 
 
 def test_check_script_is_self_contained_and_validates():

@@ -3,13 +3,12 @@ save/load/export, and bad input through a real sandbox. Uses a random-weight che
 the code matters, the packaged model."""
 import json
 import threading
-import time
 
 import pytest
 
 import convsynth
 from convsynth import ContextWindowError, SessionError
-from convsynth.session import MTPB_PREAMBLE, Session, common_prefix
+from convsynth.session import MTPB_PREAMBLE, Session
 
 INSTRUCTIONS = ["Assign 3 to x.", "Print x.", "Define a function add(a, b) that returns their sum.",
                 "Call add with 1 and 2 and print the result.", "Make a list of the squares of 0 to 9.",
