@@ -160,12 +160,12 @@ def main():
 CARD = """# convsynth-tiny
 
 **A toy.** An ~18M-parameter model with exactly the architecture and tokenizer of Salesforce's CodeGen, trained
-for about {train_min:.0f} minutes on 2 shared CPU cores. It ships inside convsynth so that the package, its
-notebooks, demos and tests run offline with no download. It writes Python-looking text that usually parses and
-has learned the *layout* of `# instruction` turns (it answers a turn with a short statement and stops), but not
-their content: it does not follow instructions correctly and does not solve programming problems, not even
-`add(a, b)` (see the checks below). **Real work uses the Salesforce
-checkpoints** (`convsynth.load("Salesforce/codegen-350M-mono")` and larger).
+for about {train_min:.0f} minutes on 2 CPU cores. It ships inside convsynth so that the package, its notebooks,
+demos and tests run offline with no download. It writes Python-looking text that usually parses, answers a
+`# instruction` turn with a short statement in the MTPB layout, and gets the simplest functions of its templated
+training data right ({checks_passed}/{checks_total} execution checks below); it does not follow instructions beyond
+their surface form and does not solve programming problems (its MTPB score is in convsynth's README). **Real work
+uses the Salesforce checkpoints** (`convsynth.load("Salesforce/codegen-350M-mono")` and larger).
 
 ## Architecture and files
 - CodeGen (`model_type "codegen"`, `CodeGenForCausalLM` state-dict names): n_embd {n_embd}, n_layer {n_layer},
@@ -197,22 +197,31 @@ licence metadata: MIT / BSD / Apache / PSF / ISC; MPL and GPL packages were skip
   the MTPB layout (define a list/string/number, transform it, print it) and tiny docstring'd functions (sum,
   product, is-even, reverse, ...). Several eval prompts ask for the same simple tasks with other names and
   phrasings, so the function checks below are in-distribution for this toy. No MTPB or HumanEval text is used.
+- Phase 2 adds a drill set (`tiny_templates.function_documents`, stage `drill`): {drill_docs:,} documents,
+  {drill_tokens:,} tokens, three quarters tiny functions (60% of those with the docstring and comment removed, so
+  the signature alone says what to do, as in `def add(a, b):`) and one quarter templated multi-turn programs.
 - Tokens: {tok_code:,} from source files, {tok_struct:,} from the structured documents (each document ends
-  with EOS); held out: {tok_held:,} tokens. Each training batch draws {struct_pct:.0f}% of its windows from the
-  structured documents. Training saw about {tok_seen:,} tokens ({steps} steps), far less than one epoch.
+  with EOS); held out: {tok_held:,} tokens. Training saw about {tok_seen:,} tokens ({steps} steps of {batch} x
+  {ctx}), far less than one epoch of the source files.
 
 ## Training
-AdamW (betas 0.9/0.95, weight decay {wd} on matrices, none on embeddings, biases, norms), peak lr {lr}, linear
-warmup {warmup} steps then cosine decay to 10% over the wall-clock budget, gradient clipping 1.0, batch
-{batch} x {ctx} tokens, fp32 (bf16 autocast was measured and is several times slower on this CPU, which lacks
-AVX512-BF16), seed {seed} (weights: `CodeGenModel.init_weights(seed)`; data order: numpy generator with the
-same seed). Hardware: {cpu}, 2 cores shared with other jobs, no GPU; torch {torch_version}, Python {pyver}.
-Wall time {train_min:.1f} min for {steps} steps. Because the lr schedule follows the wall clock on a shared
-machine, a rerun gives a similar model, not a bit-identical one (pass `--steps {steps}` to fix the schedule).
+Two phases, the second continuing the first's weights with a fresh optimizer:
+
+| phase | steps | wall time | peak lr, warmup | schedule | batch windows: code / structured / drill |
+|---|---|---|---|---|---|
+{phase_rows}
+
+Both: AdamW (betas 0.9/0.95, weight decay {wd} on matrices, none on embeddings, biases, norms), cosine decay to
+10% of the peak, gradient clipping 1.0, batch {batch} x {ctx} tokens, fp32 (bf16 autocast was measured and is
+several times slower on this CPU, which lacks AVX512-BF16), seed {seed} (weights: `CodeGenModel.init_weights(seed)`;
+data order: numpy generator with the same seed). Hardware: {cpu}, 2 cores (shared with other work during phase 1),
+no GPU was lent; torch {torch_version}, Python {pyver}. Phase 1's schedule followed the wall clock on a shared
+machine, so a rerun gives a similar model, not a bit-identical one; phase 2 has a fixed step count.
+Held-out loss during phase 2 (active-vocabulary tokens, 12 fixed windows): {phase2_curve}.
 
 | | loss (nats/token) | perplexity |
 |---|---|---|
-| training (EMA of batch loss, last step; batches are half structured documents, which are easy) | {train_loss:.3f} | {train_ppl:.1f} |
+| training (EMA of batch loss, last step; most windows are structured documents, which are easy) | {train_loss:.3f} | {train_ppl:.1f} |
 | held-out files, all tokens | {held_loss:.3f} | {held_ppl:.1f} |
 | held-out files, active-vocabulary tokens only ({held_act_frac:.2%} of them) | {held_loss_act:.3f} | {held_ppl_act:.1f} |
 | held-out templated documents | {templ_loss:.3f} | {templ_ppl:.1f} |
@@ -245,7 +254,9 @@ Further example completions (prompt, then completion):
 ## Reproduce
 ```
 python scripts/train_tiny.py data                  # ~2 min: collect, mine, tokenize into .cache/tiny
-python scripts/train_tiny.py train --minutes 30    # the run above (add --steps {steps} for a fixed schedule)
+python scripts/train_tiny.py train --minutes 30    # phase 1 (add --steps {phase1_steps} for a fixed schedule)
+python scripts/train_tiny.py drill                 # the phase-2 drill set
+python scripts/train_tiny.py train {phase2_cmd}
 python scripts/train_tiny.py export                # -> convsynth/models/convsynth-tiny/
 python scripts/eval_tiny.py                        # -> eval.json
 python scripts/eval_tiny.py --card-only            # -> this file
@@ -291,7 +302,24 @@ def write_card(model_dir: Path, work: Path) -> Path:
     hf, ht = ev["heldout_files"], ev["heldout_templates"]
     size = (model_dir / "model.safetensors").stat().st_size
     n_params = sum(int(np.prod(s)) for s in _shapes(model_dir / "model.safetensors"))
+    phases = ti.get("phases") or [dict(step=ti["step"], seconds=ti["seconds"], args=a)]
+    phase_rows = []
+    for i, ph in enumerate(phases, 1):
+        pa = ph["args"]
+        drill = pa.get("drill_frac", 0.0)
+        code = 1 - pa["struct_frac"] - drill
+        sched = f"fixed {pa['steps']} steps" if pa.get("steps") else f"wall clock ({pa['minutes']:g} min budget)"
+        phase_rows.append(f"| {i} | {ph['step']} | {ph['seconds'] / 60:.1f} min | {pa['lr']:g}, {pa['warmup']} | {sched} "
+                          f"| {code:.0%} / {pa['struct_frac']:.0%} / {drill:.0%} |")
+    last_args = phases[-1]["args"]
+    phase2_cmd = (f"--resume --steps {last_args['steps']} --lr {last_args['lr']:g} --warmup {last_args['warmup']} "
+                  f"--drill-frac {last_args.get('drill_frac', 0):g} --struct-frac {last_args['struct_frac']:g}"
+                  if len(phases) > 1 else "(no second phase)")
+    curve = ", ".join(f"{h['heldout']:.2f} (step {h['step']})" for h in ti["history"]) or "n/a"
+    drill_tokens = int(np.load(work / "train_drill.npy", mmap_mode="r").shape[0]) if (work / "train_drill.npy").exists() else 0
     text = CARD.format(
+        phase_rows="\n".join(phase_rows), phase1_steps=phases[0]["step"], phase2_cmd=phase2_cmd, phase2_curve=curve,
+        drill_docs=60000 if drill_tokens else 0, drill_tokens=drill_tokens,
         train_min=ti["seconds"] / 60, n_embd=cfg["n_embd"], n_layer=cfg["n_layer"], n_head=cfg["n_head"],
         head_dim=cfg["n_embd"] // cfg["n_head"], rotary_dim=cfg["rotary_dim"], inner=4 * cfg["n_embd"],
         n_positions=cfg["n_positions"], ctx=a["ctx"], params=n_params, size_mb=size / 1e6, active=len(active),
