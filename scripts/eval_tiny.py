@@ -151,7 +151,7 @@ def main():
         print(f"--- check {c['name']}: {'PASS' if c['passed'] else 'FAIL'}\n{c['completion']}")
     for s in sessions:
         print("--- session (runs: %s, output: %r)\n%s" % (s["runs"], s["output"], s["program"]))
-    if not args.no_card and not args.out and (work / "train_info.json").exists():
+    if not args.no_card and not args.out and _train_info_path(Path(args.model), work):
         print(write_card(Path(args.model), work))
 
 
@@ -205,7 +205,8 @@ licence metadata: MIT / BSD / Apache / PSF / ISC; MPL and GPL packages were skip
   {ctx}), far less than one epoch of the source files.
 
 ## Training
-Two phases, the second continuing the first's weights with a fresh optimizer:
+Two phases. The second starts from the first's exported fp16 weights (`--init-from`, the files shipped after
+phase 1) with a fresh optimizer.{phase_notes}
 
 | phase | steps | wall time | peak lr, warmup | schedule | batch windows: code / structured / drill |
 |---|---|---|---|---|---|
@@ -255,6 +256,7 @@ Further example completions (prompt, then completion):
 ```
 python scripts/train_tiny.py data                  # ~2 min: collect, mine, tokenize into .cache/tiny
 python scripts/train_tiny.py train --minutes 30    # phase 1 (add --steps {phase1_steps} for a fixed schedule)
+python scripts/train_tiny.py export                # phase 1 -> convsynth/models/convsynth-tiny/
 python scripts/train_tiny.py drill                 # the phase-2 drill set
 python scripts/train_tiny.py train {phase2_cmd}
 python scripts/train_tiny.py export                # -> convsynth/models/convsynth-tiny/
@@ -277,7 +279,7 @@ def write_card(model_dir: Path, work: Path) -> Path:
     import re as _re
     ev = json.loads((model_dir / "eval.json").read_text())
     ds = json.loads((work / "data_stats.json").read_text())
-    ti = json.loads((work / "train_info.json").read_text())
+    ti = json.loads(_train_info_path(model_dir, work).read_text())
     cfg = json.loads((model_dir / "config.json").read_text())
     a = ti["args"]
     last = ti["history"][-1] if ti["history"] else dict(train_ema=float("nan"))
@@ -312,12 +314,13 @@ def write_card(model_dir: Path, work: Path) -> Path:
         phase_rows.append(f"| {i} | {ph['step']} | {ph['seconds'] / 60:.1f} min | {pa['lr']:g}, {pa['warmup']} | {sched} "
                           f"| {code:.0%} / {pa['struct_frac']:.0%} / {drill:.0%} |")
     last_args = phases[-1]["args"]
-    phase2_cmd = (f"--resume --steps {last_args['steps']} --lr {last_args['lr']:g} --warmup {last_args['warmup']} "
+    phase2_cmd = (f"--init-from convsynth/models/convsynth-tiny --steps {last_args['steps']} --lr {last_args['lr']:g} --warmup {last_args['warmup']} "
                   f"--drill-frac {last_args.get('drill_frac', 0):g} --struct-frac {last_args['struct_frac']:g}"
                   if len(phases) > 1 else "(no second phase)")
     curve = ", ".join(f"{h['heldout']:.2f} (step {h['step']})" for h in ti["history"]) or "n/a"
     drill_tokens = int(np.load(work / "train_drill.npy", mmap_mode="r").shape[0]) if (work / "train_drill.npy").exists() else 0
     text = CARD.format(
+        phase_notes="".join(" " + ph["note"] for ph in phases if ph.get("note")),
         phase_rows="\n".join(phase_rows), phase1_steps=phases[0]["step"], phase2_cmd=phase2_cmd, phase2_curve=curve,
         drill_docs=60000 if drill_tokens else 0, drill_tokens=drill_tokens,
         train_min=ti["seconds"] / 60, n_embd=cfg["n_embd"], n_layer=cfg["n_layer"], n_head=cfg["n_head"],
@@ -344,6 +347,14 @@ def write_card(model_dir: Path, work: Path) -> Path:
     out = model_dir / "MODEL_CARD.md"
     out.write_text(text)
     return out
+
+
+def _train_info_path(model_dir: Path, work: Path) -> Path | None:
+    """train_info.json: written next to the weights by `train_tiny.py export` (and into the work directory)."""
+    for p in (model_dir / "train_info.json", work / "train_info.json"):
+        if p.exists():
+            return p
+    return None
 
 
 def _shapes(path: Path):

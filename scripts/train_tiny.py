@@ -5,7 +5,8 @@
     python scripts/train_tiny.py export          # best/last checkpoint -> convsynth/models/convsynth-tiny/
     python scripts/train_tiny.py all --minutes 40
     python scripts/train_tiny.py drill           # phase-2 drill set (train_drill.npy)
-    python scripts/train_tiny.py train --resume --steps 900 --lr 2e-3 --drill-frac 0.25   # phase 2
+    python scripts/train_tiny.py train --init-from convsynth/models/convsynth-tiny --steps 1200 --lr 2e-3 \
+        --warmup 30 --drill-frac 0.25 --struct-frac 0.375                               # phase 2
 
 The output layer is trained only over the "active" vocabulary (the token ids that occur in the training corpus
 at least --min-count times, plus EOS): the loss gathers those rows of lm_head. Input embeddings are trained for
@@ -181,6 +182,29 @@ def make_vocab(counts: np.ndarray, min_count: int):
     return in_ids, out_ids
 
 
+def load_exported(model: TinyTrainer, model_dir: Path, in_ids: np.ndarray, out_ids: np.ndarray) -> list[dict]:
+    """Start a later phase from an exported model directory (fp16, as shipped): the compact matrices are rows of
+    the full ones. Returns the earlier phases recorded in its train_info.json."""
+    from safetensors.torch import load_file
+
+    sd = {k: v.float() for k, v in load_file(str(model_dir / "model.safetensors")).items()}
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            if k.startswith(("h.", "ln_f.")):
+                v.copy_(sd["transformer." + k])
+        model.wte.weight.copy_(sd["transformer.wte.weight"][torch.from_numpy(in_ids)])
+        w, b = sd["lm_head.weight"][torch.from_numpy(out_ids)], sd["lm_head.bias"][torch.from_numpy(out_ids)]
+        live = b > -100  # rows the export switched off (not active then) keep this run's fresh init
+        model.head.weight[live] = w[live]
+        model.head.bias[live] = b[live]
+    info_path = model_dir / "train_info.json"
+    if not info_path.exists():
+        raise SystemExit(f"{info_path} is missing: the earlier phases of {model_dir} are unknown")
+    info = json.loads(info_path.read_text())
+    log(f"initialised from {model_dir} (step {info['step']}; {int((~live).sum())} output rows start fresh)")
+    return info["phases"]
+
+
 def train(args) -> None:
     work = Path(args.work)
     torch.manual_seed(args.seed)
@@ -214,6 +238,8 @@ def train(args) -> None:
         phases = prev.get("phases") or [dict(step=prev["step"], seconds=round(prev["seconds"]),
                                              args=json.loads((work / "ckpt" / "vocab.json").read_text())["args"])]
         log(f"resumed from step {prev['step']} ({len(phases)} earlier phase(s))")
+    elif args.init_from:  # phase 2 from the exported (shipped) phase-1 model; fresh optimizer as with --resume
+        phases = load_exported(model, Path(args.init_from), in_ids, out_ids)
     n_body = sum(p.numel() for p in model.h.parameters()) + sum(p.numel() for p in model.ln_f.parameters())
     log(f"full model params {ref.num_parameters():,}; trained: body {n_body:,}, wte {model.wte.weight.numel():,}, "
         f"head {model.head.weight.numel() + model.head.bias.numel():,}")
@@ -277,6 +303,8 @@ def train(args) -> None:
 
     def save(tag):
         this = dict(step=step, seconds=round(time.time() - t_start), args=vars(args), history=history)
+        if args.note:
+            this["note"] = args.note
         torch.save(dict(model={k: v for k, v in model.state_dict().items()}, step=step + sum(p["step"] for p in phases),
                         history=history, seconds=time.time() - t_start + sum(p["seconds"] for p in phases),
                         phases=phases + [this]), ckpt_dir / f"{tag}.pt")
@@ -357,7 +385,9 @@ def export(args) -> Path:
     shutil.copyfile(TOKENIZER_JSON, out / "tokenizer.json")
     train_info = dict(step=ckpt["step"], seconds=round(ckpt["seconds"]), history=ckpt["history"],
                       args=meta["args"], phases=ckpt.get("phases"), active_vocab=len(meta["out_ids"]), input_vocab=len(meta["in_ids"]))
-    (work / "train_info.json").write_text(json.dumps(train_info, indent=1))
+    # next to the weights as well: a later phase (--init-from) and the model card need it, and .cache is not kept
+    for where in (work, out):
+        (where / "train_info.json").write_text(json.dumps(train_info, indent=1) + "\n")
     log(f"exported {out} ({(out / 'model.safetensors').stat().st_size / 1e6:.1f} MB), step {ckpt['step']}")
     return out
 
@@ -380,6 +410,9 @@ def main():
     p.add_argument("--drill-frac", type=float, default=0.0,
                    help="share of each batch drawn from the drill set (stage `drill`); 0 in phase 1")
     p.add_argument("--resume", action="store_true", help="start from ckpt/last.pt (a later training phase)")
+    p.add_argument("--init-from", default=None, metavar="MODEL_DIR",
+                   help="start a later phase from an exported model directory and its train_info.json")
+    p.add_argument("--note", default=None, help="a sentence about this phase, kept in train_info.json and the card")
     p.add_argument("--min-count", type=int, default=30, help="active output vocab: ids seen this often")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (slower on CPUs without AVX512-BF16)")
     p.add_argument("--threads", type=int, default=2)
