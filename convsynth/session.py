@@ -295,13 +295,21 @@ class Session:
                 self._reset_sandbox()  # a loaded or forked session: bring the namespace back first
         return self._sandbox
 
-    def run(self, *, timeout: float | None = None) -> list:
-        """Run the steps not yet run, in order; returns their ExecutionResults (each also on its Turn)."""
+    def run(self, *, timeout: float | None = None, upto: int | None = None) -> list:
+        """Run the steps not yet run, in order, through step ``upto`` (an index into ``turns``; all by default).
+        Returns their ExecutionResults (each also on its Turn). ``cancel()`` from another thread interrupts the
+        running step and runs no further ones; the steps not reached keep ``result`` None."""
         with self._lock:
+            self._cancel.clear()
             results = []
             if self.preamble.strip() and self.preamble_result is None:
                 self.preamble_result = self.sandbox.run(self.preamble, timeout=timeout)
-            for turn in self.turns:
+            n = len(self.turns)
+            if upto is not None and not -n <= upto < n:
+                raise SessionError(f"there is no step {upto} to run up to: the session has {n} steps.")
+            for turn in self.turns[:n if upto is None else upto % n + 1]:
+                if self._cancel.is_set():
+                    break
                 if turn.result is None:
                     turn.result = self.sandbox.run(turn.code, timeout=timeout, expect_output=turn.expect_output,
                                                    check=turn.check)

@@ -75,7 +75,7 @@ class _Card(W.VBox):
         super().__init__([self.head, self.code, self.output, self.edit_row,
                           W.HBox([self.buttons, self.stats], layout=W.Layout(align_items="center"))])
         self.add_class("convsynth-card")
-        self.run_button.on_click(lambda _: owner._run())
+        self.run_button.on_click(lambda _: owner._run(self.index))
         self.undo_button.on_click(lambda _: owner._undo())
         self.regenerate_button.on_click(lambda _: owner._regenerate())
         self.edit_button.on_click(lambda _: self._open_editor())
@@ -89,7 +89,9 @@ class _Card(W.VBox):
                  else '<span class="cs-hand">code written by hand</span>')
         self.head.value = f'<span class="cs-step">Step {index + 1}</span>{instr}'
         self.code.value = code_html(turn.code)
-        running = busy and turn.result is None and self.owner._action == "run"
+        upto = self.owner._run_upto
+        running = (busy and turn.result is None and self.owner._action == "run"
+                   and (upto is None or index <= upto))
         self.output.value = '<div class="cs-meta">running&hellip;</div>' if running else result_html(turn.result)
         self.stats.value = stats_html(turn.stats)
         _show(self.run_button, turn.result is None)
@@ -126,6 +128,7 @@ class SessionWidget(W.VBox):
         self.directory = Path(directory) if directory is not None else Path.cwd()
         self.thread: threading.Thread | None = None
         self.busy, self._action, self._stop_requested, self._hide_from = False, "", False, None
+        self._run_upto: int | None = None  # the step a card's Run runs through (None: all)
         self._cards: dict[int, _Card] = {}
         self._refresh_lock = threading.RLock()
 
@@ -259,7 +262,7 @@ class SessionWidget(W.VBox):
 
     def _then_maybe_run(self):
         if self.session.auto_run and not self._stop_requested:
-            self._action = "run"
+            self._action, self._run_upto = "run", None
             self.refresh()
             self.status.value = "Running&hellip;"
             self.session.run(timeout=self.session.timeout)
@@ -303,8 +306,10 @@ class SessionWidget(W.VBox):
         self._start("generate", "Generating&hellip;", work, live=text, hide_from=index)
 
     @_guarded
-    def _run(self):
-        self._start("run", "Running&hellip;", lambda: self.session.run(timeout=self.session.timeout))
+    def _run(self, upto: int | None = None):
+        """Run the pending steps through step ``upto`` (a card's Run) or all of them (Run all)."""
+        self._run_upto = upto
+        self._start("run", "Running&hellip;", lambda: self.session.run(timeout=self.session.timeout, upto=upto))
 
     @_guarded
     def _undo(self):

@@ -3,6 +3,7 @@ save/load/export, and bad input through a real sandbox. Uses a random-weight che
 the code matters, the packaged model."""
 import json
 import threading
+import time
 
 import pytest
 
@@ -254,3 +255,36 @@ def test_turn_prefills_only_its_instruction_on_the_packaged_model():
             continue
         n_instr = len(cg.encode("".join(f"# {line}\n" for line in ins.splitlines())))
         assert turn.stats.prefill_tokens <= n_instr + 3, (i, turn.stats, repr(s.turns[i - 1].code))
+
+
+def test_run_through_a_step_and_stop_between_steps(tiny, tmp_path):
+    s = Session(tiny[0], timeout=60)
+    s.add_code("x = 1")
+    s.add_code("x += 1\nprint(x)")
+    s.add_code("print(x * 10)")
+    assert [r.stdout for r in s.run(upto=1)] == ["", "2\n"]
+    assert s.turns[2].result is None  # not reached: the last step waits
+    with pytest.raises(SessionError, match="no step 3"):
+        s.run(upto=3)
+    assert s.run(upto=-1)[0].stdout == "20\n"
+
+    started = tmp_path / "started"
+    s.add_code(f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(60)")
+    s.add_code("print('after')")
+    done = []
+    t = threading.Thread(target=lambda: done.append(s.run()))
+    t.start()
+    deadline = time.monotonic() + 60
+    while not started.exists():  # the sleep step is running
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    s.cancel()
+    t.join(60)
+    assert not t.is_alive()
+    [slept] = done[0]
+    assert slept.status == "error" and not slept.timed_out
+    assert s.turns[-1].result is None, "a cancelled run must not go on to the next step"
+    assert s.run()[0].stdout == "after\n"  # the next run picks up where it stopped, state kept
+    s.add_code("print(x)")
+    assert s.run()[0].stdout == "2\n"
+    s.close()

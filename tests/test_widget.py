@@ -185,7 +185,11 @@ def test_run_shows_stdout_errors_images_and_timeouts(w, session):
     w.refresh()
     hello, zero, plot = cards(w)
     assert "written by hand" in zero.stats.value and "code written by hand" in zero.head.value
-    plot.run_button.click()  # runs every step not run yet, in order
+    zero.run_button.click()  # runs the steps not run yet through this one, in order
+    assert w.wait(WAIT) and not w.error.value
+    assert "hello from the sandbox" in hello.output.value and "ZeroDivisionError" in zero.output.value
+    assert session.turns[2].result is None and visible(plot.run_button) and not plot.output.value
+    plot.run_button.click()
     assert w.wait(WAIT) and not w.error.value
     assert "hello from the sandbox" in hello.output.value and "cs-bad" not in hello.output.value
     assert "ZeroDivisionError" in zero.output.value and "cs-traceback" in zero.output.value
