@@ -138,7 +138,7 @@ def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype:
 
 def set_fast(model, fast: str | bool | None) -> None:
     """Attach the fast decoder asked for; fast.py is imported only when a fast path could run."""
-    model.fast_decoder = None
+    model.fast_decoder, model.fast_note = None, "eager"
     if fast in (False, None, "eager") or (fast in ("auto", True) and model.device.type != "cuda"):
         return
     from . import fast as fast_mod

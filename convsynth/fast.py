@@ -15,6 +15,7 @@ Modes: ``"cuda_graphs"`` (default on CUDA), ``"compile"`` (``torch.compile`` of 
 """
 from __future__ import annotations
 
+import threading
 import warnings
 from collections import OrderedDict
 
@@ -24,6 +25,9 @@ from .cache import KVCache
 
 MODES = ("auto", "cuda_graphs", "compile", "eager")
 MIN_BUCKET = 256
+# One capture at a time in this process: a capture fails if another thread allocates or syncs on the device
+# meanwhile (two models, a session fork), and this decoder's lock is per model.
+_CAPTURE_LOCK = threading.Lock()
 
 
 def buckets(n_positions: int) -> list[int]:
@@ -78,7 +82,10 @@ class FastDecoder:
         self.max_graphs = max_graphs
         self._graphs: OrderedDict = OrderedDict()  # (k ptr, shape, dtype, bucket) -> (graph, tok, pos, out)
         self._compiled = None
+        self._pos = None      # compile path: the position as a device tensor, refilled each step (no host copy)
         self._pool = None
+        self._streams: dict = {}  # device -> side stream for warm-up and capture
+        self._no_room: tuple | None = None  # (cache id, window): the full-window cache did not fit; eager for it
         self.path, self.reason = self._choose(mode)
         if self.reason:
             self._warn(self.reason)
@@ -101,8 +108,12 @@ class FastDecoder:
         warnings.warn(f"convsynth fast decode: {message}", RuntimeWarning, stacklevel=3)
 
     def _fall_back(self, err: BaseException) -> None:
-        self.reason = (f"{self.path} failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-                       "decoding runs on the eager path from now on.")
+        def line(e):
+            return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+        why = line(err)
+        if err.__context__ is not None:  # a failed capture reports "invalidated"; the cause is the context
+            why += f", after {line(err.__context__)}"
+        self.reason = f"{self.path} failed ({why}); decoding runs on the eager path from now on."
         self.path = "eager"
         self._graphs.clear()
         self._warn(self.reason)
@@ -116,11 +127,19 @@ class FastDecoder:
 
     def step(self, tok: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """tok (B,) at position cache.length -> logits (B, V); the cache advances by one."""
-        if self.path == "eager" or cache.length + 1 > cache.max_length:
+        if (self.path == "eager" or cache.length + 1 > cache.max_length
+                or self._no_room == (id(cache), cache.max_length)):
             return self.model(tok[:, None], cache, last_only=True)[:, -1]
-        try:
-            if cache.capacity < cache.max_length:
+        if cache.capacity < cache.max_length:
+            try:
                 cache.reserve(cache.max_length)  # fixed addresses for the graphs: grow once, to the full window
+            except torch.OutOfMemoryError:
+                # Not a broken fast path, just a full device: this cache decodes eagerly, the next may fit.
+                self._no_room = (id(cache), cache.max_length)
+                self._warn(f"no device memory for a KV cache of the whole window ({cache.max_length} positions x "
+                           f"batch {cache.batch}); this generation decodes on the eager path.")
+                return self.model(tok[:, None], cache, last_only=True)[:, -1]
+        try:
             bucket = self.bucket_for(cache.length + 1)
             if self.path == "cuda_graphs":
                 out = self._replay(tok, cache, bucket)
@@ -136,8 +155,14 @@ class FastDecoder:
         if self._compiled is None:
             opts = dict(mode="reduce-overhead") if self.model.device.type == "cuda" else {}
             self._compiled = torch.compile(static_step, fullgraph=True, dynamic=False, **opts)
-        pos = torch.tensor([cache.length], device=tok.device)
-        return self._compiled(self.model, tok[:, None], pos, cache.k, cache.v, bucket)
+        if self._pos is None or self._pos.device != tok.device:
+            self._pos = torch.zeros(1, dtype=torch.long, device=tok.device)
+        self._pos.fill_(cache.length)
+        # The step writes into the cache: marked static, Inductor's CUDA graphs keep it instead of skipping the
+        # graph for "mutated inputs".
+        torch._dynamo.mark_static_address(cache.k)
+        torch._dynamo.mark_static_address(cache.v)
+        return self._compiled(self.model, tok[:, None], self._pos, cache.k, cache.v, bucket)
 
     def _replay(self, tok, cache, bucket):
         key = (cache.k.data_ptr(), cache.v.data_ptr(), tuple(cache.k.shape), cache.k.dtype, bucket)
@@ -150,28 +175,33 @@ class FastDecoder:
         else:
             self._graphs.move_to_end(key)
         graph, s_tok, s_pos, out = entry
-        s_tok.copy_(tok[:, None])
-        s_pos.fill_(cache.length)
-        graph.replay()
+        with torch.cuda.device(cache.k.device):
+            s_tok.copy_(tok[:, None])
+            s_pos.fill_(cache.length)
+            graph.replay()
         return out
 
     def _capture(self, tok, cache, bucket):
         # Warm-up and capture write the current token's keys/values at cache.length, which the replay that
         # follows overwrites with the same values: nothing already cached is touched.
-        s_tok = tok[:, None].clone()
-        s_pos = torch.full((1,), cache.length, dtype=torch.long, device=tok.device)
-        args = (self.model, s_tok, s_pos, cache.k, cache.v, bucket)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                static_step(*args)
-        torch.cuda.current_stream().wait_stream(side)
-        if self._pool is None:
-            self._pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            out = static_step(*args)
+        # Streams, pool and capture all on the cache's device: on another device than the current one the
+        # kernels would go to that device's own stream and the graph would be empty (replays doing nothing).
+        dev = cache.k.device
+        with _CAPTURE_LOCK, torch.cuda.device(dev):
+            s_tok = tok[:, None].clone()
+            s_pos = torch.full((1,), cache.length, dtype=torch.long, device=dev)
+            args = (self.model, s_tok, s_pos, cache.k, cache.v, bucket)
+            side = self._streams.setdefault(dev, torch.cuda.Stream(device=dev))
+            side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    static_step(*args)
+            torch.cuda.current_stream(dev).wait_stream(side)
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool, stream=side, capture_error_mode="thread_local"):
+                out = static_step(*args)
         return graph, s_tok, s_pos, out
 
 

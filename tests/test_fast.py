@@ -85,6 +85,59 @@ def test_a_failing_fast_path_falls_back_with_the_reason_and_loses_nothing(checkp
     assert cg.decode_path.startswith("eager (asked for eager: cuda_graphs failed")
 
 
+def test_a_failure_without_a_message_still_falls_back_and_names_its_cause(checkpoints, monkeypatch):
+    """A capture that fails reports only "invalidated"; the cause rides along as the context. An exception with
+    an empty message must not break the fallback itself."""
+    directory = checkpoints("tiny")[0]
+    want = convsynth.load(directory).complete(PROMPT, max_new_tokens=12, temperature=0)
+    cg = convsynth.load(directory)
+    dec = fast.FastDecoder(cg.model, "eager")
+    dec.path = "cuda_graphs"
+    cg.model.fast_decoder = dec
+
+    def replay(*a):
+        try:
+            raise ValueError("operation not permitted when stream is capturing")
+        except ValueError:
+            raise RuntimeError("")
+    monkeypatch.setattr(dec, "_replay", replay)
+    with pytest.warns(RuntimeWarning, match=r"RuntimeError: , after ValueError: operation not permitted"):
+        assert cg.complete(PROMPT, max_new_tokens=12, temperature=0) == want
+
+
+def test_no_room_for_the_full_window_decodes_eagerly_without_giving_up(checkpoints, monkeypatch):
+    """Out of device memory when the cache grows to the whole window: that generation decodes eagerly (said
+    once) and the fast path stays on for the next one."""
+    directory = checkpoints("tiny")[0]
+    want = convsynth.load(directory).complete(PROMPT, max_new_tokens=12, temperature=0)
+    cg = convsynth.load(directory)
+    dec = fast.FastDecoder(cg.model, "eager")
+    dec.path = "cuda_graphs"
+    cg.model.fast_decoder = dec
+
+    reserve = convsynth.cache.KVCache.reserve
+
+    def full(self, n):  # the prompt fits; the whole window does not
+        if n == self.max_length:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.70 GiB")
+        return reserve(self, n)
+    monkeypatch.setattr(convsynth.cache.KVCache, "reserve", full)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert cg.complete(PROMPT, max_new_tokens=12, temperature=0) == want
+    assert sum("no device memory" in str(w.message) for w in seen) == 1
+    assert dec.path == "cuda_graphs"
+
+
+def test_switching_back_to_eager_forgets_the_old_reason(checkpoints):
+    cg = convsynth.load(checkpoints("tiny")[0], fast=False)
+    with pytest.warns(RuntimeWarning, match="CUDA graphs need the model on a CUDA device"):
+        convsynth.codegen.set_fast(cg.model, "cuda_graphs")
+    assert "CUDA graphs need" in cg.decode_path
+    convsynth.codegen.set_fast(cg.model, False)
+    assert cg.decode_path == "eager"
+
+
 def test_unknown_mode_is_refused(checkpoints):
     with pytest.raises(ValueError, match="fast='turbo'"):
         convsynth.load(checkpoints("tiny")[0], fast="turbo")
