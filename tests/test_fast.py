@@ -70,15 +70,22 @@ def test_cuda_graphs_asked_for_on_cpu_warn_once_and_decode_eagerly(checkpoints):
     assert out == eager.complete(PROMPT, max_new_tokens=24, temperature=0)
 
 
-def test_a_failing_fast_path_falls_back_with_the_reason_and_loses_nothing(checkpoints):
-    """Force the CUDA-graph path on a CPU model: capturing fails inside step(); the decoder says why, switches
-    to eager, and the generation in flight still comes out right."""
+def forced_cuda_graphs(checkpoints, n: int):
+    """A CPU model whose decoder is forced onto the CUDA-graph path (so its step fails), and the eager greedy
+    text of ``n`` tokens that it must still produce."""
     directory = checkpoints("tiny")[0]
-    want = convsynth.load(directory).complete(PROMPT, max_new_tokens=20, temperature=0)
+    want = convsynth.load(directory).complete(PROMPT, max_new_tokens=n, temperature=0)
     cg = convsynth.load(directory)
     dec = fast.FastDecoder(cg.model, "eager")
     dec.path = "cuda_graphs"
     cg.model.fast_decoder = dec
+    return cg, dec, want
+
+
+def test_a_failing_fast_path_falls_back_with_the_reason_and_loses_nothing(checkpoints):
+    """Force the CUDA-graph path on a CPU model: capturing fails inside step(); the decoder says why, switches
+    to eager, and the generation in flight still comes out right."""
+    cg, dec, want = forced_cuda_graphs(checkpoints, 20)
     with pytest.warns(RuntimeWarning, match="cuda_graphs failed .*eager path from now on"):
         got = cg.complete(PROMPT, max_new_tokens=20, temperature=0)
     assert got == want
@@ -88,12 +95,7 @@ def test_a_failing_fast_path_falls_back_with_the_reason_and_loses_nothing(checkp
 def test_a_failure_without_a_message_still_falls_back_and_names_its_cause(checkpoints, monkeypatch):
     """A capture that fails reports only "invalidated"; the cause rides along as the context. An exception with
     an empty message must not break the fallback itself."""
-    directory = checkpoints("tiny")[0]
-    want = convsynth.load(directory).complete(PROMPT, max_new_tokens=12, temperature=0)
-    cg = convsynth.load(directory)
-    dec = fast.FastDecoder(cg.model, "eager")
-    dec.path = "cuda_graphs"
-    cg.model.fast_decoder = dec
+    cg, dec, want = forced_cuda_graphs(checkpoints, 12)
 
     def replay(*a):
         try:
@@ -108,12 +110,7 @@ def test_a_failure_without_a_message_still_falls_back_and_names_its_cause(checkp
 def test_no_room_for_the_full_window_decodes_eagerly_without_giving_up(checkpoints, monkeypatch):
     """Out of device memory when the cache grows to the whole window: that generation decodes eagerly (said
     once) and the fast path stays on for the next one."""
-    directory = checkpoints("tiny")[0]
-    want = convsynth.load(directory).complete(PROMPT, max_new_tokens=12, temperature=0)
-    cg = convsynth.load(directory)
-    dec = fast.FastDecoder(cg.model, "eager")
-    dec.path = "cuda_graphs"
-    cg.model.fast_decoder = dec
+    cg, dec, want = forced_cuda_graphs(checkpoints, 12)
 
     reserve = convsynth.cache.KVCache.reserve
 
