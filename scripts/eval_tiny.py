@@ -263,8 +263,8 @@ python scripts/train_tiny.py export                # -> convsynth/models/convsyn
 python scripts/eval_tiny.py                        # -> eval.json
 python scripts/eval_tiny.py --card-only            # -> this file
 ```
-The data depend on the installed Python and package versions listed above; `.cache/tiny/file_list.json` and
-`data_stats.json` record the exact files and counts of this build.
+The data depend on the installed Python and package versions listed above; `file_list.json` and `data_stats.json`
+in the work directory (`.cache/tiny`, not shipped) record the exact files and counts of a build.
 
 ## Limitations
 Trained on ~{tok_seen_m:.1f}M tokens: it repeats itself, invents names, and ignores most of what an instruction
@@ -315,9 +315,11 @@ def write_card(model_dir: Path, work: Path) -> Path:
                           f"| {code:.0%} / {pa['struct_frac']:.0%} / {drill:.0%} |")
     last_args = phases[-1]["args"]
     phase2_cmd = (f"--init-from convsynth/models/convsynth-tiny --steps {last_args['steps']} --lr {last_args['lr']:g} --warmup {last_args['warmup']} "
-                  f"--drill-frac {last_args.get('drill_frac', 0):g} --struct-frac {last_args['struct_frac']:g}"
+                  f"--drill-frac {last_args.get('drill_frac', 0):g} --struct-frac {last_args['struct_frac']:g} "
+                  f"--eval-every {last_args['eval_every']}"
                   if len(phases) > 1 else "(no second phase)")
-    curve = ", ".join(f"{h['heldout']:.2f} (step {h['step']})" for h in ti["history"]) or "n/a"
+    curve = ", ".join(f"{h['heldout']:.2f} " + ("(final, 40 windows)" if h.get("final") else f"(step {h['step']})")
+                      for h in ti["history"]) or "n/a"
     drill_tokens = int(np.load(work / "train_drill.npy", mmap_mode="r").shape[0]) if (work / "train_drill.npy").exists() else 0
     text = CARD.format(
         phase_notes="".join(" " + ph["note"] for ph in phases if ph.get("note")),
