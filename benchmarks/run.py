@@ -9,7 +9,7 @@ directory (safetensors + tokenizer.json), then loads that directory with ``convs
 ``CodeGenForCausalLM.from_pretrained`` and measures: load time, prefill, greedy decode, decode against the machine's
 memory-bandwidth floor (measured here), and an 8-turn MTPB-style session (convsynth's Session against transformers
 re-encoding the history every turn and against transformers reusing its DynamicCache). Prints markdown tables and
-writes ``<out>/<hardware>-<config>-<dtype>[-quick].{md,json,png}``. What each number means: benchmarks/README.md.
+writes ``<out>/<hardware>-<config>-<dtype>[-<fast>][-quick].{md,json,png}``. What each number means: benchmarks/README.md.
 
 When both models fit in memory together, every repeat alternates between the two systems, so a change in the
 machine's load hits both alike; otherwise (codegen-2B in fp32 on a 24 GiB machine, or --sequential) convsynth runs
@@ -395,7 +395,7 @@ def main(argv=None) -> int:
                    help="run convsynth then transformers, one model in memory at a time (automatic when both do "
                         "not fit)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: every core this process may use)")
-    p.add_argument("--fast", choices=["auto", "cuda_graphs", "compile", "eager"], default="auto",
+    p.add_argument("--fast", choices=["auto", "cuda_graphs", "compile", "onednn", "eager"], default="auto",
                    help="convsynth's decode step (default auto: CUDA graphs on a GPU, eager on CPU)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -468,7 +468,8 @@ def main(argv=None) -> int:
     md = report(r)
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = str(args.out / f"{hw['slug']}-{args.config}-{dtype}{'-quick' if args.quick else ''}")
+    fast = "" if args.fast == "auto" else f"-{args.fast}"  # a chosen decode step gets its own files
+    stem = str(args.out / f"{hw['slug']}-{args.config}-{dtype}{fast}{'-quick' if args.quick else ''}")
     Path(stem + ".md").write_text(md)
     plot(r, Path(stem + ".png"))
     for sys_res in (cs, hf):

@@ -9,7 +9,7 @@ def _sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: the packaged model)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--fast", default="auto", choices=["auto", "cuda_graphs", "compile", "eager"],
+    p.add_argument("--fast", default="auto", choices=["auto", "cuda_graphs", "compile", "onednn", "eager"],
                    help="decode step: auto = CUDA graphs on a GPU, eager on CPU")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.2, help="0 means greedy")

@@ -135,6 +135,31 @@ def test_switching_back_to_eager_forgets_the_old_reason(checkpoints):
     assert cg.decode_path == "eager"
 
 
+def test_onednn_packed_weights_compute_what_eager_computes(checkpoints):
+    """fast='onednn' routes every Linear through a oneDNN-packed copy of its weight: the same logits (to fp32
+    rounding), the same greedy text, and switching back restores the plain modules."""
+    directory = checkpoints("tiny")[0]
+    eager = convsynth.load(directory)
+    cg = convsynth.load(directory, fast="onednn")
+    assert cg.decode_path == "onednn" and eager.decode_path == "eager"
+    ids = cg.encode(PROMPT)
+    torch.testing.assert_close(cg.logits(ids), eager.logits(ids), rtol=1e-5, atol=1e-5)
+    want = eager.complete(PROMPT, max_new_tokens=24, temperature=0)
+    assert cg.complete(PROMPT, max_new_tokens=24, temperature=0) == want
+    lin = cg.model.lm_head
+    assert "packed_weight" in lin.__dict__ and lin.weight.shape == eager.model.lm_head.weight.shape
+    convsynth.codegen.set_fast(cg.model, False)
+    assert cg.decode_path == "eager" and "forward" not in lin.__dict__ and "packed_weight" not in lin.__dict__
+    assert cg.complete(PROMPT, max_new_tokens=24, temperature=0) == want
+
+
+def test_onednn_on_a_half_precision_model_warns_and_stays_eager(checkpoints):
+    with pytest.warns(RuntimeWarning, match="oneDNN packing supports float32 and bfloat16"):
+        cg = convsynth.load(checkpoints("tiny")[0], dtype="float16", fast="onednn")
+    assert cg.decode_path.startswith("eager (asked for onednn: oneDNN packing supports")
+    assert not any("packed_weight" in m.__dict__ for m in cg.model.modules())
+
+
 def test_unknown_mode_is_refused(checkpoints):
     with pytest.raises(ValueError, match="fast='turbo'"):
         convsynth.load(checkpoints("tiny")[0], fast="turbo")
@@ -142,10 +167,10 @@ def test_unknown_mode_is_refused(checkpoints):
 
 def test_fast_module_is_not_imported_on_the_default_cpu_path():
     code = "import sys, convsynth; cg = convsynth.load(); assert cg.decode_path == 'eager'; " \
-           "print('convsynth.fast' in sys.modules)"
+           "print('convsynth.fast' in sys.modules, 'convsynth.onednn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
 
 
 def test_compiled_step_generates_what_eager_does(checkpoints):
