@@ -396,7 +396,7 @@ def main(argv=None) -> int:
                         "not fit)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: every core this process may use)")
     p.add_argument("--fast", choices=["auto", "cuda_graphs", "compile", "onednn", "eager"], default="auto",
-                   help="convsynth's decode step (default auto: CUDA graphs on a GPU, eager on CPU)")
+                   help="convsynth's decode step (default auto: CUDA graphs on a GPU, oneDNN-packed weights on a CPU)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

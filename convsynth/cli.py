@@ -10,7 +10,7 @@ def _sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--fast", default="auto", choices=["auto", "cuda_graphs", "compile", "onednn", "eager"],
-                   help="decode step: auto = CUDA graphs on a GPU, eager on CPU")
+                   help="decode step: auto = CUDA graphs on a GPU, oneDNN-packed weights on a CPU (when they fit)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.2, help="0 means greedy")
     p.add_argument("--top-p", type=float, default=0.95)

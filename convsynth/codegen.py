@@ -120,8 +120,9 @@ def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype:
     """Load a CodeGen checkpoint: None (the small model packaged with convsynth), a local directory with
     config.json and weights (.safetensors or .bin, sharded or not), or a hub id such as
     'Salesforce/codegen-350M-mono' (downloaded through huggingface_hub; needs network the first time).
-    ``fast``: the decode step: 'auto' (CUDA graphs on a GPU, eager on CPU), 'cuda_graphs', 'compile',
-    'onednn' (CPU: weights packed for oneDNN, faster decode, twice the weight memory), or False/'eager'. A fast path that cannot run warns once and decoding stays eager (``.decode_path`` says which)."""
+    ``fast``: the decode step: 'auto' (CUDA graphs on a GPU; on a CPU, weights packed for oneDNN when the
+    packed copy fits easily in memory, else eager), 'cuda_graphs', 'compile', 'onednn' (pack on a CPU regardless),
+    or False/'eager'. A fast path that cannot run warns once and decoding stays eager (``.decode_path`` says which)."""
     from .tokenizer import CodeGenTokenizer
     t0 = time.perf_counter()
     directory = checkpoint.resolve(name_or_path, revision)
@@ -143,9 +144,16 @@ def set_fast(model, fast: str | bool | None) -> None:
         from . import onednn
         onednn.unpack(model)
         model.onednn_packed = False
-    if fast == "onednn":  # a CPU path: packed weights for the ordinary forward (decode and prefill alike)
+    if fast == "onednn" or (fast in ("auto", True) and model.device.type == "cpu"):
+        # CPU: oneDNN-packed weights for the ordinary forward (decode and prefill alike). "auto" takes it quietly
+        # when it can run and the packed copy fits easily; asked for by name, it warns when it cannot run.
         from . import onednn
-        model.fast_note = onednn.pack(model)
+        if fast != "onednn":
+            why = onednn.unavailable(model) or onednn.no_room(model)
+            if why:
+                model.fast_note = f"eager (auto: {why})"
+                return
+        model.fast_note = onednn.pack(model, auto=fast != "onednn")
         model.onednn_packed = model.fast_note == "onednn"
         return
     if fast in (False, None, "eager") or (fast in ("auto", True) and model.device.type != "cuda"):

@@ -115,7 +115,8 @@ class CodeGenModel(nn.Module):
         # Kept outside the module's buffers so .to(half) never rounds the tables.
         device = torch.device(device)
         if device not in self._rope:
-            self._rope[device] = rotary_tables(self.config.n_positions, self.config.rotary_dim, device)
+            with torch.inference_mode(False):  # normal tensors: a model used for inference can still be trained
+                self._rope[device] = rotary_tables(self.config.n_positions, self.config.rotary_dim, device)
         return self._rope[device]
 
     def new_cache(self, batch: int = 1, capacity: int = 0) -> KVCache:

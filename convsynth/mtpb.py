@@ -172,8 +172,8 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: the packaged model)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--fast", default="auto", choices=["auto", "cuda_graphs", "compile", "eager"],
-                   help="decode step: auto = CUDA graphs on a GPU, eager on CPU")
+    p.add_argument("--fast", default="auto", choices=["auto", "cuda_graphs", "compile", "onednn", "eager"],
+                   help="decode step: auto = CUDA graphs on a GPU, oneDNN-packed weights on a CPU (when they fit)")
     p.add_argument("--problems", default=None, help="ids such as 1,2,10-20 (default: all)")
     p.add_argument("--samples", type=int, default=1, help="programs per test case (the paper: 40)")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")

@@ -7,9 +7,10 @@ its blocked layout streams it markedly faster (on the 2-core EPYC where convsynt
 the 350M model's matrices, 1.27x end to end; see benchmarks/).
 
 The packed copy lives beside each ``nn.Linear``'s own weight, which stays as it is (state dicts, conversion and the
-reference comparisons keep working), so the weights take twice the memory. Packing is for inference: no gradients
-flow through the packed copy, and a weight changed after packing is not seen until ``pack`` runs again.
-Imported only when asked for.
+reference comparisons keep working), so the weights take twice the memory. ``fast="auto"`` on a CPU therefore packs
+only when the copy fits easily (at most a quarter of the memory available); ``fast="onednn"`` packs regardless.
+The packed copy serves inference only: with gradients enabled a layer uses its own weight (so training works), and a
+weight changed in place (``load_state_dict``, an optimizer step) is repacked at its next use.
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ import warnings
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
+AUTO_SHARE = 0.25  # fast="auto" packs when the packed copy is at most this share of the available memory
 
 
 def unavailable(model) -> str:
@@ -31,27 +35,61 @@ def unavailable(model) -> str:
     return ""
 
 
+def available_bytes() -> int | None:
+    """Memory available to new allocations (Linux: MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def no_room(model) -> str:
+    """Why ``fast="auto"`` should not pack ``model`` for lack of memory ('' when the copy fits easily)."""
+    need = sum(m.weight.numel() * m.weight.element_size() for m in model.modules() if isinstance(m, nn.Linear))
+    have = available_bytes()
+    if have is not None and need > AUTO_SHARE * have:
+        return (f"a oneDNN-packed copy of the weights ({need / 2**30:.1f} GiB) would take over a quarter of the "
+                f"{have / 2**30:.1f} GiB available; load(fast='onednn') packs anyway")
+    return ""
+
+
+def _reorder(weight: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
+
+
 def _packed_forward(self, x: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and (self.weight.requires_grad or x.requires_grad):
+        return F.linear(x, self.weight, self.bias)  # the packed copy carries no gradient
+    if self.weight._version != self.packed_version:  # changed in place since it was packed
+        self.packed_weight, self.packed_version = _reorder(self.weight), self.weight._version
     return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [None], "")
 
 
-def pack(model) -> str:
+def pack(model, *, auto: bool = False) -> str:
     """Pack every ``nn.Linear`` of ``model`` for oneDNN and route its forward through the packed copy. Returns
-    the decode path that now runs: 'onednn', or 'eager (asked for onednn: <why not>)' after a warning."""
+    the decode path that now runs: 'onednn', or 'eager (asked for onednn: <why not>)' after a warning (with
+    ``auto``, chosen rather than asked for: 'eager (auto: <why not>)', quietly)."""
     why = unavailable(model)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not why:
         try:
-            with torch.no_grad():
-                packed = [torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), 1) for m in linears]
-        except RuntimeError as err:  # e.g. bfloat16 on a CPU without the instructions oneDNN needs for it
-            why = f"oneDNN could not pack the weights ({(str(err).splitlines() or [''])[0][:200]})"
+            packed = [_reorder(m.weight) for m in linears]
+        except Exception as err:  # noqa: BLE001 -- bf16 on a CPU without the instructions for it, a private op
+            # that a later PyTorch renamed...: any failure means the plain path
+            why = f"oneDNN could not pack the weights ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]})"
+    if why and auto:
+        return f"eager (auto: {why})"
     if why:
         warnings.warn(f"convsynth fast decode: {why}; decoding runs on the eager path.", RuntimeWarning,
                       stacklevel=3)
         return f"eager (asked for onednn: {why})"
     for m, w in zip(linears, packed):
-        m.packed_weight = w
+        m.packed_weight, m.packed_version = w, m.weight._version
         m.forward = types.MethodType(_packed_forward, m)
     return "onednn"
 
@@ -60,5 +98,5 @@ def unpack(model) -> None:
     """Back to the plain ``nn.Linear`` forward (and free the packed copies)."""
     for m in model.modules():
         if isinstance(m, nn.Linear) and "packed_weight" in m.__dict__:
-            del m.packed_weight
-            m.__dict__.pop("forward", None)
+            for name in ("packed_weight", "packed_version", "forward"):
+                m.__dict__.pop(name, None)

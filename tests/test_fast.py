@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import convsynth
+import convsynth.onednn
 from convsynth import fast
 
 PROMPT = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
@@ -136,11 +137,12 @@ def test_switching_back_to_eager_forgets_the_old_reason(checkpoints):
 
 
 def test_onednn_packed_weights_compute_what_eager_computes(checkpoints):
-    """fast='onednn' routes every Linear through a oneDNN-packed copy of its weight: the same logits (to fp32
-    rounding), the same greedy text, and switching back restores the plain modules."""
+    """fast='onednn' (the CPU default when it fits) routes every Linear through a oneDNN-packed copy of its
+    weight: the same logits (to fp32 rounding), the same greedy text, and switching back restores the plain
+    modules."""
     directory = checkpoints("tiny")[0]
-    eager = convsynth.load(directory)
-    cg = convsynth.load(directory, fast="onednn")
+    eager = convsynth.load(directory, fast=False)
+    cg = convsynth.load(directory)
     assert cg.decode_path == "onednn" and eager.decode_path == "eager"
     ids = cg.encode(PROMPT)
     torch.testing.assert_close(cg.logits(ids), eager.logits(ids), rtol=1e-5, atol=1e-5)
@@ -160,17 +162,54 @@ def test_onednn_on_a_half_precision_model_warns_and_stays_eager(checkpoints):
     assert not any("packed_weight" in m.__dict__ for m in cg.model.modules())
 
 
+def test_onednn_follows_weight_changes_and_lets_gradients_through(checkpoints):
+    """The packed copy serves inference only: a weight changed in place is repacked at its next use, and with
+    gradients enabled the layer computes from its own weight, so training works."""
+    directory = checkpoints("tiny")[0]
+    eager = convsynth.load(directory, fast=False)
+    cg = convsynth.load(directory, fast="onednn")
+    ids = cg.encode(PROMPT)
+    with torch.no_grad():
+        for m in (eager, cg):
+            m.model.lm_head.weight.mul_(-0.5)
+            m.model.transformer.h[0].mlp.fc_in.weight.add_(0.01)
+    torch.testing.assert_close(cg.logits(ids), eager.logits(ids), rtol=1e-5, atol=1e-5)
+    x = torch.tensor([ids])
+    cg.model.requires_grad_(True)  # loaded for inference; a user who trains turns gradients on
+    loss = cg.model(x).logsumexp(-1).mean()
+    loss.backward()
+    grad = cg.model.transformer.h[0].mlp.fc_in.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_auto_on_cpu_packs_only_when_the_copy_fits(checkpoints, monkeypatch):
+    directory = checkpoints("tiny")[0]
+    assert convsynth.load(directory).decode_path == "onednn"
+    monkeypatch.setattr(convsynth.onednn, "available_bytes", lambda: 1 << 20)  # a machine with 1 MiB free
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto chooses quietly
+        cg = convsynth.load(directory)
+    assert cg.decode_path.startswith("eager (auto: a oneDNN-packed copy of the weights")
+    assert not any("packed_weight" in m.__dict__ for m in cg.model.modules())
+    assert convsynth.load(directory, fast="onednn").decode_path == "onednn"  # asked for by name: packs anyway
+    monkeypatch.undo()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # bf16 packs only on CPUs with the instructions for it; auto never warns
+        path = convsynth.load(directory, dtype="bfloat16").decode_path
+    assert path == "onednn" or path.startswith("eager (auto: oneDNN could not pack"), path
+
+
 def test_unknown_mode_is_refused(checkpoints):
     with pytest.raises(ValueError, match="fast='turbo'"):
         convsynth.load(checkpoints("tiny")[0], fast="turbo")
 
 
-def test_fast_module_is_not_imported_on_the_default_cpu_path():
-    code = "import sys, convsynth; cg = convsynth.load(); assert cg.decode_path == 'eager'; " \
-           "print('convsynth.fast' in sys.modules, 'convsynth.onednn' in sys.modules)"
+def test_fast_module_is_not_imported_on_the_cpu_paths():
+    code = "import sys, convsynth; cg = convsynth.load(); assert cg.decode_path == 'onednn', cg.decode_path; " \
+           "e = convsynth.load(fast=False); assert e.decode_path == 'eager'; print('convsynth.fast' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False False"
+    assert out.stdout.strip() == "False"
 
 
 def test_compiled_step_generates_what_eager_does(checkpoints):
