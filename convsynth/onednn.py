@@ -3,8 +3,8 @@
 At batch 1 a decode step is one matrix-vector product per weight matrix, so its speed is the speed at which the
 weights stream from memory. PyTorch's default CPU path (``addmm`` through MKL) streams a (1, K) x (K, N) product at
 well under the machine's bandwidth on small machines; oneDNN's inner-product kernel on a weight reordered once into
-its blocked layout streams it markedly faster (on the 2-core EPYC where convsynth was built: 49 ms against 69 ms for
-the 350M model's matrices, 1.27x end to end; see benchmarks/).
+its blocked layout streams it markedly faster (on the 2-core EPYC where convsynth was built: 44.6 ms against 69.6 ms
+for the 350M model's matrices in benchmarks/gemv_ceiling.py, and 64 against 82 ms per decoded token end to end).
 
 The packed copy lives beside each ``nn.Linear``'s own weight, which stays as it is (state dicts, conversion and the
 reference comparisons keep working), so the weights take twice the memory. ``fast="auto"`` on a CPU therefore packs
