@@ -122,8 +122,9 @@ class Completion:
 
 
 class _Detok:
-    """Incremental decoding of one sample: full re-decode each step (cheap next to a forward pass), holding back
-    incomplete UTF-8 and any text a stop rule might still cut."""
+    """Incremental decoding of one sample, holding back incomplete UTF-8 and any text a stop rule might still cut.
+    Byte-level BPE decodes by concatenation, so only the ids after the last point where the text ended on a whole
+    character are decoded again (re-decoding everything made each step cost O(length))."""
 
     def __init__(self, tokenizer, stop: StopRule | None):
         self.tok, self.stop = tokenizer, stop
@@ -131,10 +132,14 @@ class _Detok:
         self.emitted = 0
         self.cut: int | None = None  # number of ids kept once stopped
         self.text = ""
+        self._whole, self._whole_text = 0, ""  # ids[:_whole] decode to _whole_text, ending on a whole character
 
     def push(self, token: int) -> str:
         self.ids.append(token)
-        self.text = self.tok.decode(self.ids)
+        tail = self.tok.decode(self.ids[self._whole:])
+        self.text = self._whole_text + tail
+        if tail and not tail.endswith("\ufffd"):  # a partial UTF-8 sequence decodes to U+FFFD until completed
+            self._whole, self._whole_text = len(self.ids), self.text
         if self.stop is not None:
             cut = self.stop(self.text)
             if cut is not None:

@@ -96,6 +96,22 @@ def test_stream_handles_multibyte_characters(tiny):
     assert out == "😊🙂" and "\ufffd" not in out
 
 
+def test_incremental_text_equals_decoding_everything(tiny):
+    """The streaming decoder re-decodes only the ids since the last whole character: at every step its text must
+    equal decoding all ids so far, also for random ids (partial UTF-8 bytes, EOS, ids the tokenizer lacks)."""
+    cg, _ = tiny
+    from convsynth.generate import _Detok
+    g = torch.Generator().manual_seed(0)
+    samples = [cg.encode("naïve = 'café' ✓ # 数据\n    return x"),
+               torch.randint(0, 51200, (300,), generator=g).tolist(),
+               torch.randint(0, 256, (300,), generator=g).tolist()]  # single bytes: UTF-8 split every way
+    for ids in samples:
+        d = _Detok(cg.tokenizer, None)
+        for k, t in enumerate(ids, 1):
+            d.push(t)
+            assert d.text == cg.tokenizer.decode(ids[:k]), k
+
+
 def test_seeded_sampling_is_reproducible_and_samples_differ(tiny):
     cg, _ = tiny
     a = cg.complete("import os\n", temperature=1.0, seed=3, max_new_tokens=12)
