@@ -133,7 +133,7 @@ class FastDecoder:
         if cache.capacity < cache.max_length:
             try:
                 cache.reserve(cache.max_length)  # fixed addresses for the graphs: grow once, to the full window
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:  # (torch.OutOfMemoryError from 2.5 on)
                 # Not a broken fast path, just a full device: this cache decodes eagerly, the next may fit.
                 self._no_room = (id(cache), cache.max_length)
                 self._warn(f"no device memory for a KV cache of the whole window ({cache.max_length} positions x "
@@ -160,8 +160,8 @@ class FastDecoder:
         self._pos.fill_(cache.length)
         # The step writes into the cache: marked static, Inductor's CUDA graphs keep it instead of skipping the
         # graph for "mutated inputs".
-        torch._dynamo.mark_static_address(cache.k)
-        torch._dynamo.mark_static_address(cache.v)
+        torch._dynamo.mark_static_address(cache.k, guard=False)  # no guard: a new cache must not recompile
+        torch._dynamo.mark_static_address(cache.v, guard=False)
         return self._compiled(self.model, tok[:, None], self._pos, cache.k, cache.v, bucket)
 
     def _replay(self, tok, cache, bucket):

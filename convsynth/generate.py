@@ -133,12 +133,13 @@ class _Detok:
         self.cut: int | None = None  # number of ids kept once stopped
         self.text = ""
         self._whole, self._whole_text = 0, ""  # ids[:_whole] decode to _whole_text, ending on a whole character
+        self._incremental = getattr(tokenizer, "decodes_by_concatenation", False)  # else: whole re-decode
 
     def push(self, token: int) -> str:
         self.ids.append(token)
         tail = self.tok.decode(self.ids[self._whole:])
         self.text = self._whole_text + tail
-        if tail and not tail.endswith("\ufffd"):  # a partial UTF-8 sequence decodes to U+FFFD until completed
+        if self._incremental and tail and not tail.endswith("\ufffd"):  # a partial UTF-8 sequence decodes to U+FFFD until completed
             self._whole, self._whole_text = len(self.ids), self.text
         if self.stop is not None:
             cut = self.stop(self.text)

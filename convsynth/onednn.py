@@ -9,8 +9,9 @@ for the 350M model's matrices in benchmarks/gemv_ceiling.py, and 64 against 82 m
 The packed copy lives beside each ``nn.Linear``'s own weight, which stays as it is (state dicts, conversion and the
 reference comparisons keep working), so the weights take twice the memory. ``fast="auto"`` on a CPU therefore packs
 only when the copy fits easily (at most a quarter of the memory available); ``fast="onednn"`` packs regardless.
-The packed copy serves inference only: with gradients enabled a layer uses its own weight (so training works), and a
-weight changed in place (``load_state_dict``, an optimizer step) is repacked at its next use.
+The packed copy serves inference only: with gradients enabled a layer uses its own weight (so training works); a
+weight changed in place or replaced (``load_state_dict``, an optimizer step, ``.data =``) is repacked at its next use;
+a layer moved off the CPU or to another dtype (``.to("cuda")``, ``.half()``) computes with its own weight.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 AUTO_SHARE = 0.25  # fast="auto" packs when the packed copy is at most this share of the available memory
+DTYPES = (torch.float32, torch.bfloat16)
 
 
 def unavailable(model) -> str:
@@ -36,15 +38,24 @@ def unavailable(model) -> str:
 
 
 def available_bytes() -> int | None:
-    """Memory available to new allocations (Linux: MemAvailable), or None when unknown."""
+    """Memory available to new allocations (Linux: MemAvailable, and a cgroup v2 limit when one is set), or None
+    when unknown."""
+    have = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+                    have = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
         pass
-    return None
+    try:  # a container's limit: MemAvailable does not see it
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit != "max":
+            left = int(limit) - int(open("/sys/fs/cgroup/memory.current").read())
+            have = left if have is None else min(have, left)
+    except (OSError, ValueError):
+        pass
+    return have
 
 
 def no_room(model) -> str:
@@ -62,11 +73,26 @@ def _reorder(weight: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
 
 
+def _key(weight: torch.Tensor) -> tuple:
+    """What the packed copy was made from: storage, dtype and, for ordinary tensors, the in-place version."""
+    version = None if weight.is_inference() else weight._version  # inference tensors keep no version counter
+    return weight.data_ptr(), weight.dtype, weight.device, version
+
+
 def _packed_forward(self, x: torch.Tensor) -> torch.Tensor:
-    if torch.is_grad_enabled() and (self.weight.requires_grad or x.requires_grad):
-        return F.linear(x, self.weight, self.bias)  # the packed copy carries no gradient
-    if self.weight._version != self.packed_version:  # changed in place since it was packed
-        self.packed_weight, self.packed_version = _reorder(self.weight), self.weight._version
+    w = self.weight
+    if ((torch.is_grad_enabled() and (w.requires_grad or x.requires_grad))  # the packed copy carries no gradient
+            or w.device.type != "cpu" or w.dtype not in DTYPES or x.dtype != w.dtype):  # moved or cast since
+        return F.linear(x, w, self.bias)
+    key = _key(w)
+    if key != self.packed_key:  # changed or replaced since it was packed
+        try:
+            self.packed_weight = _reorder(w)
+        except Exception:  # noqa: BLE001 -- cannot pack this weight now: the plain path, until it changes again
+            self.packed_weight = None
+        self.packed_key = key
+    if self.packed_weight is None:
+        return F.linear(x, w, self.bias)
     return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [None], "")
 
 
@@ -89,7 +115,7 @@ def pack(model, *, auto: bool = False) -> str:
                       stacklevel=3)
         return f"eager (asked for onednn: {why})"
     for m, w in zip(linears, packed):
-        m.packed_weight, m.packed_version = w, m.weight._version
+        m.packed_weight, m.packed_key = w, _key(m.weight)
         m.forward = types.MethodType(_packed_forward, m)
     return "onednn"
 
@@ -98,5 +124,5 @@ def unpack(model) -> None:
     """Back to the plain ``nn.Linear`` forward (and free the packed copies)."""
     for m in model.modules():
         if isinstance(m, nn.Linear) and "packed_weight" in m.__dict__:
-            for name in ("packed_weight", "packed_version", "forward"):
+            for name in ("packed_weight", "packed_key", "forward"):
                 m.__dict__.pop(name, None)

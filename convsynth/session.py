@@ -189,8 +189,8 @@ class Session:
                 expect_output=expect_output, check=check)
             self.turns.append(turn)
             self._sync_cache()  # tokens that were generated but cut (and boundary tokens) leave the cache
-        if run if run is not None else self.auto_run:
-            self.run()
+        if (run if run is not None else self.auto_run) and turn.stats.finish_reason != "cancelled":
+            self.run()  # a cancelled turn is not run: the user stopped it
         return turn
 
     def _check_instruction(self, instruction) -> str:
@@ -214,8 +214,8 @@ class Session:
         return ids
 
     def cancel(self) -> None:
-        """Stop a running generation (from any thread). The turn keeps what was generated so far and says
-        finish_reason 'cancelled'; the session stays consistent."""
+        """Stop a running generation or run (from any thread). A generated turn keeps what was generated so far
+        and says finish_reason 'cancelled'; a run interrupts its step and runs no further ones."""
         self._cancel.set()
         if self._sandbox is not None:
             self._sandbox.interrupt()
@@ -302,11 +302,11 @@ class Session:
         with self._lock:
             self._cancel.clear()
             results = []
-            if self.preamble.strip() and self.preamble_result is None:
-                self.preamble_result = self.sandbox.run(self.preamble, timeout=timeout)
             n = len(self.turns)
             if upto is not None and not -n <= upto < n:
                 raise SessionError(f"there is no step {upto} to run up to: the session has {n} steps.")
+            if self.preamble.strip() and self.preamble_result is None:
+                self.preamble_result = self.sandbox.run(self.preamble, timeout=timeout)
             for turn in self.turns[:n if upto is None else upto % n + 1]:
                 if self._cancel.is_set():
                     break

@@ -161,6 +161,12 @@ class CodeGenTokenizer:
             text = truncate_before(text, truncate_before_pattern)
         return text
 
+    @property
+    def decodes_by_concatenation(self) -> bool:
+        """Whether decode(a + b) == decode(a) + decode(b) when decode(a) ends on a whole character: true for the
+        byte-level decoder of every CodeGen checkpoint; streaming decodes incrementally only then."""
+        return isinstance(self._tok.decoder, decoders.ByteLevel)
+
     def pieces(self, ids) -> list[str]:
         """The text of each token alone. A token holding part of a UTF-8 character shows U+FFFD; an unknown id ""."""
         return [self._tok.decode([i], skip_special_tokens=False) for i in _as_ids(ids)]

@@ -308,7 +308,8 @@ class SessionWidget(W.VBox):
     @_guarded
     def _run(self, upto: int | None = None):
         """Run the pending steps through step ``upto`` (a card's Run) or all of them (Run all)."""
-        self._run_upto = upto
+        if not self.busy:  # a Run pressed while busy is refused by _start and must not change the run in flight
+            self._run_upto = upto
         self._start("run", "Running&hellip;", lambda: self.session.run(timeout=self.session.timeout, upto=upto))
 
     @_guarded

@@ -202,7 +202,7 @@ def load_exported(model: TinyTrainer, model_dir: Path, in_ids: np.ndarray, out_i
         raise SystemExit(f"{info_path} is missing: the earlier phases of {model_dir} are unknown")
     info = json.loads(info_path.read_text())
     log(f"initialised from {model_dir} (step {info['step']}; {int((~live).sum())} output rows start fresh)")
-    return info["phases"]
+    return info.get("phases") or [dict(step=info["step"], seconds=info["seconds"], args=info["args"])]
 
 
 def train(args) -> None:

@@ -117,7 +117,7 @@ def test_no_room_for_the_full_window_decodes_eagerly_without_giving_up(checkpoin
 
     def full(self, n):  # the prompt fits; the whole window does not
         if n == self.max_length:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.70 GiB")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.70 GiB")
         return reserve(self, n)
     monkeypatch.setattr(convsynth.cache.KVCache, "reserve", full)
     with warnings.catch_warnings(record=True) as seen:
@@ -180,6 +180,26 @@ def test_onednn_follows_weight_changes_and_lets_gradients_through(checkpoints):
     loss.backward()
     grad = cg.model.transformer.h[0].mlp.fc_in.weight.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def test_onednn_follows_replaced_weights_casts_and_inference_mode_loads(checkpoints):
+    """A weight replaced (not changed in place) is repacked; a model cast after packing computes with its own
+    weights; loading inside torch.inference_mode() works (inference tensors keep no version counter)."""
+    directory = checkpoints("tiny")[0]
+    eager = convsynth.load(directory, fast=False)
+    cg = convsynth.load(directory, fast="onednn")
+    ids = cg.encode(PROMPT)
+    new = {k: v * 0.5 for k, v in eager.model.state_dict().items()}
+    for m in (eager, cg):
+        m.model.load_state_dict(new, assign=True)
+    torch.testing.assert_close(cg.logits(ids), eager.logits(ids), rtol=1e-5, atol=1e-5)
+    cg.model.double(), eager.model.double()
+    torch.testing.assert_close(cg.logits(ids), eager.logits(ids), rtol=1e-6, atol=1e-6)
+    with torch.inference_mode():
+        inf = convsynth.load(directory, fast="onednn")
+        assert inf.decode_path == "onednn"
+        want = convsynth.load(directory, fast=False).complete(PROMPT, max_new_tokens=12, temperature=0)
+        assert inf.complete(PROMPT, max_new_tokens=12, temperature=0) == want
 
 
 def test_auto_on_cpu_packs_only_when_the_copy_fits(checkpoints, monkeypatch):

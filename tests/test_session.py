@@ -123,13 +123,14 @@ def test_cancel_from_another_thread_keeps_the_session_consistent(tiny):
         started.set()
 
     box = {}
-    th = threading.Thread(target=lambda: box.setdefault("turn", s.ask("Loop forever.", on_text=on_text)))
+    th = threading.Thread(target=lambda: box.setdefault("turn", s.ask("Loop forever.", on_text=on_text, run=True)))
     th.start()
     assert started.wait(60)
     s.cancel()
     th.join(60)
     turn = box["turn"]
     assert turn.stats.finish_reason == "cancelled" and turn.stats.generated_tokens < 1500
+    assert turn.result is None and s._sandbox is None  # run=True, but a stopped turn is not run
     assert len(s.turns) == 2
     assert s._cached_ids == s.model.encode(s.text)[:len(s._cached_ids)]
     nxt = s.ask("Print x.", max_new_tokens=8)
@@ -266,6 +267,12 @@ def test_run_through_a_step_and_stop_between_steps(tiny, tmp_path):
     assert s.turns[2].result is None  # not reached: the last step waits
     with pytest.raises(SessionError, match="no step 3"):
         s.run(upto=3)
+    fresh = Session(tiny[0])
+    fresh.add_code("y = 1")
+    with pytest.raises(SessionError, match="no step 1"):
+        fresh.run(upto=1)
+    assert fresh.preamble_result is None and fresh._sandbox is None  # refused before anything ran
+    fresh.close()
     assert s.run(upto=-1)[0].stdout == "20\n"
 
     started = tmp_path / "started"
