@@ -16,7 +16,7 @@ import torch
 
 from .cache import KVCache
 from .errors import ContextWindowError, SamplingError
-from .stops import StopRule
+from .stops import StopRule, per_sample
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,8 @@ class _Detok:
         self.text = ""
         self._whole, self._whole_text = 0, ""  # ids[:_whole] decode to _whole_text, ending on a whole character
         self._incremental = getattr(tokenizer, "decodes_by_concatenation", False)  # else: whole re-decode
+        if self._incremental:  # the text only grows by appending: the codegen rule can scan just the new part
+            self.stop = per_sample(stop)
 
     def push(self, token: int) -> str:
         self.ids.append(token)

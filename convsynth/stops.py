@@ -53,6 +53,46 @@ def codegen_stop(text: str) -> int | None:
     return cut if cut < len(text) else None
 
 
+class IncrementalCodegenStop:
+    """``codegen_stop`` for one growing text: each call scans only what is new (plus a few characters before it,
+    which covers the longest trigger and a partial character the decoder may still replace), so a generation of n
+    characters costs O(n) in all instead of O(n) per token. Text must only grow by appending."""
+
+    LOOKBACK = 16  # > len("<|endoftext|>") + the U+FFFD placeholders of a character split across tokens
+
+    def __init__(self):
+        self.seen = 0
+        self.prints: set[int] = set()
+        self.defs: set[int] = set()
+        self.terminal: int | None = None
+
+    def __call__(self, text: str) -> int | None:
+        start = max(0, self.seen - self.LOOKBACK)
+        self.prints.update(m.start() for m in _PRINT.finditer(text, start))
+        self.defs.update(m.start() for m in _DEF.finditer(text, start))
+        for t in _TERMINALS:
+            m = t.search(text, start)
+            if m and (self.terminal is None or m.start() < self.terminal):
+                self.terminal = m.start()
+        self.seen = len(text)
+        end = len(text)
+        prints = sorted(self.prints)
+        if len(prints) > 1:
+            end = prints[1]
+        defs = sorted(d for d in self.defs if d < end)
+        if len(defs) > 1:
+            end = defs[1]
+        if self.terminal is not None and self.terminal < end:
+            end = self.terminal
+        return end if end < len(text) else None
+
+
+def per_sample(rule: StopRule | None) -> StopRule | None:
+    """The rule to use for one sample whose text grows by appending: an incremental instance for the codegen
+    preset, the rule itself otherwise."""
+    return IncrementalCodegenStop() if rule is codegen_stop else rule
+
+
 def regex_stop(patterns: Iterable[str]) -> StopRule:
     """Stop at the earliest match of any pattern (compiled with re.MULTILINE); the match is cut off."""
     compiled = [re.compile(p, re.MULTILINE) for p in patterns]

@@ -112,6 +112,27 @@ def test_incremental_text_equals_decoding_everything(tiny):
             assert d.text == cg.tokenizer.decode(ids[:k]), k
 
 
+def test_incremental_codegen_stop_equals_the_rule_on_every_prefix():
+    """The per-sample codegen rule scans only the new text; called after every piece of a growing text it must
+    answer exactly what codegen_stop answers on the whole text, also when a U+FFFD placeholder is replaced."""
+    import random
+    from convsynth.stops import IncrementalCodegenStop, codegen_stop
+    frags = ["print(x)", "print", "def f():", "def", "#", "'''", '"""', "\n", "\n", "\n", " ", "    ", "x = 1",
+             "<|endoftext|>", "pass", "é", "数"]
+    rng = random.Random(0)
+    for _ in range(3000):
+        rule, text = IncrementalCodegenStop(), ""
+        for _ in range(rng.randint(1, 30)):
+            piece = rng.choice(frags)
+            if piece in ("é", "数") and rng.random() < 0.5:  # the placeholder first, the character next call
+                assert rule(text + "\ufffd") == codegen_stop(text + "\ufffd")
+            text += piece
+            got = rule(text)
+            assert got == codegen_stop(text), repr(text)
+            if got is not None:
+                break
+
+
 def test_seeded_sampling_is_reproducible_and_samples_differ(tiny):
     cg, _ = tiny
     a = cg.complete("import os\n", temperature=1.0, seed=3, max_new_tokens=12)
