@@ -139,11 +139,10 @@ def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype:
 
 def set_fast(model, fast: str | bool | None) -> None:
     """Attach the fast decoder asked for; fast.py (and onednn.py) are imported only when that path could run."""
-    model.fast_decoder, model.fast_note = None, "eager"
-    if getattr(model, "onednn_packed", False):
+    if getattr(model, "fast_note", None) == "onednn":  # packed by an earlier call: back to the plain layers
         from . import onednn
         onednn.unpack(model)
-        model.onednn_packed = False
+    model.fast_decoder, model.fast_note = None, "eager"
     if fast == "onednn" or (fast in ("auto", True) and model.device.type == "cpu"):
         # CPU: oneDNN-packed weights for the ordinary forward (decode and prefill alike). "auto" takes it quietly
         # when it can run and the packed copy fits easily; asked for by name, it warns when it cannot run.
@@ -154,7 +153,6 @@ def set_fast(model, fast: str | bool | None) -> None:
                 model.fast_note = f"eager (auto: {why})"
                 return
         model.fast_note = onednn.pack(model, auto=fast != "onednn")
-        model.onednn_packed = model.fast_note == "onednn"
         return
     if fast in (False, None, "eager") or (fast in ("auto", True) and model.device.type != "cuda"):
         return

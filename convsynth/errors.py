@@ -1,6 +1,11 @@
 """Exceptions that convsynth raises. Each message says what is wrong and what to do."""
 
 
+def describe(err: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message`` (cut to ``limit``), for one-line reasons in warnings and notes."""
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:limit]}"
+
+
 class ConvsynthError(Exception):
     """Base class of every error convsynth raises on purpose."""
 

@@ -22,6 +22,7 @@ from collections import OrderedDict
 import torch
 
 from .cache import KVCache
+from .errors import describe
 
 MODES = ("auto", "cuda_graphs", "compile", "eager")
 MIN_BUCKET = 256
@@ -108,11 +109,9 @@ class FastDecoder:
         warnings.warn(f"convsynth fast decode: {message}", RuntimeWarning, stacklevel=3)
 
     def _fall_back(self, err: BaseException) -> None:
-        def line(e):
-            return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
-        why = line(err)
+        why = describe(err)
         if err.__context__ is not None:  # a failed capture reports "invalidated"; the cause is the context
-            why += f", after {line(err.__context__)}"
+            why += f", after {describe(err.__context__)}"
         self.reason = f"{self.path} failed ({why}); decoding runs on the eager path from now on."
         self.path = "eager"
         self._graphs.clear()

@@ -127,15 +127,15 @@ class _Detok:
     character are decoded again (re-decoding everything made each step cost O(length))."""
 
     def __init__(self, tokenizer, stop: StopRule | None):
-        self.tok, self.stop = tokenizer, stop
+        self.tok = tokenizer
         self.ids: list[int] = []
         self.emitted = 0
         self.cut: int | None = None  # number of ids kept once stopped
         self.text = ""
         self._whole, self._whole_text = 0, ""  # ids[:_whole] decode to _whole_text, ending on a whole character
         self._incremental = getattr(tokenizer, "decodes_by_concatenation", False)  # else: whole re-decode
-        if self._incremental:  # the text only grows by appending: the codegen rule can scan just the new part
-            self.stop = per_sample(stop)
+        # Incremental text only grows by appending, so the codegen rule can scan just the new part.
+        self.stop = per_sample(stop) if self._incremental else stop
 
     def push(self, token: int) -> str:
         self.ids.append(token)

@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import describe
+
 AUTO_SHARE = 0.25  # fast="auto" packs when the packed copy is at most this share of the available memory
 DTYPES = (torch.float32, torch.bfloat16)
 
@@ -32,7 +34,7 @@ def unavailable(model) -> str:
         return f"oneDNN packing is a CPU path (the model is on {model.device})"
     if not torch.backends.mkldnn.is_available():
         return "this PyTorch build has no oneDNN (mkldnn)"
-    if model.dtype not in (torch.float32, torch.bfloat16):
+    if model.dtype not in DTYPES:
         return f"oneDNN packing supports float32 and bfloat16 (the model is {str(model.dtype).replace('torch.', '')})"
     return ""
 
@@ -107,7 +109,7 @@ def pack(model, *, auto: bool = False) -> str:
             packed = [_reorder(m.weight) for m in linears]
         except Exception as err:  # noqa: BLE001 -- bf16 on a CPU without the instructions for it, a private op
             # that a later PyTorch renamed...: any failure means the plain path
-            why = f"oneDNN could not pack the weights ({type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]})"
+            why = f"oneDNN could not pack the weights ({describe(err)})"
     if why and auto:
         return f"eager (auto: {why})"
     if why:

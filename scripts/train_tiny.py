@@ -187,6 +187,9 @@ def load_exported(model: TinyTrainer, model_dir: Path, in_ids: np.ndarray, out_i
     the full ones. Returns the earlier phases recorded in its train_info.json."""
     from safetensors.torch import load_file
 
+    info_path = model_dir / "train_info.json"
+    if not info_path.exists():
+        raise SystemExit(f"{info_path} is missing: the earlier phases of {model_dir} are unknown")
     sd = {k: v.float() for k, v in load_file(str(model_dir / "model.safetensors")).items()}
     with torch.no_grad():
         for k, v in model.state_dict().items():
@@ -197,9 +200,6 @@ def load_exported(model: TinyTrainer, model_dir: Path, in_ids: np.ndarray, out_i
         live = b > -100  # rows the export switched off (not active then) keep this run's fresh init
         model.head.weight[live] = w[live]
         model.head.bias[live] = b[live]
-    info_path = model_dir / "train_info.json"
-    if not info_path.exists():
-        raise SystemExit(f"{info_path} is missing: the earlier phases of {model_dir} are unknown")
     info = json.loads(info_path.read_text())
     log(f"initialised from {model_dir} (step {info['step']}; {int((~live).sum())} output rows start fresh)")
     return info.get("phases") or [dict(step=info["step"], seconds=info["seconds"], args=info["args"])]
