@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 
 from .config import CodeGenConfig
-from .errors import CheckpointError
+from .errors import CheckpointError, OptionError
 from .model import CodeGenModel
 
 PACKAGED = Path(__file__).parent / "models" / "convsynth-tiny"
@@ -61,7 +61,7 @@ def _download(repo_id: str, revision: str | None) -> Path:
     except Exception as e:  # offline, unknown repo, gated, interrupted download...
         raise CheckpointError(
             f"could not get {repo_id!r} from the Hugging Face hub ({type(e).__name__}: {e}). If this machine is "
-            f"offline, download the checkpoint elsewhere (e.g. `huggingface-cli download {repo_id}`), copy the "
+            f"offline, download the checkpoint elsewhere (e.g. `hf download {repo_id} --local-dir DIR`), copy the "
             "directory here and pass its path to convsynth.load().") from None
     return local
 
@@ -232,14 +232,17 @@ def parse_dtype(dtype, device: torch.device) -> torch.dtype:
     table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
              "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
     if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; use 'auto', 'float32', 'float16' or 'bfloat16'")
+        raise OptionError(f"unknown dtype {dtype!r}; use 'auto', 'float32', 'float16' or 'bfloat16'")
     return table[dtype]
 
 
 def parse_device(device) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise OptionError(f"unknown device {device!r} ({e}); use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but no CUDA GPU is available; use device='auto' or 'cpu'")
+        raise OptionError("device='cuda' was asked for but no CUDA GPU is available; use device='auto' or 'cpu'")
     return device

@@ -26,10 +26,12 @@ def _sampling(args) -> dict:
 
 def cmd_complete(args) -> int:
     import convsynth
-    cg = convsynth.load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
+    from .stops import make_stop
     stop = args.stop if args.stop else None
     if stop and len(stop) == 1 and stop[0] == "codegen":
         stop = "codegen"
+    make_stop(stop)  # a bad pattern is reported before the model loads
+    cg = convsynth.load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
     for piece in cg.stream(args.prompt, stop=stop, **_sampling(args)):

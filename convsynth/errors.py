@@ -32,3 +32,23 @@ class SessionError(ConvsynthError):
 
 class GenerationCancelled(ConvsynthError):
     """Generation was stopped by cancel(); the session is left as it was before the turn."""
+
+
+class OptionError(ConvsynthError, ValueError):
+    """An option (device, dtype, stop pattern...) has a value convsynth cannot use."""
+
+
+class MissingDependency(ConvsynthError, ImportError):
+    """An optional package is not installed; the message gives the pip command that installs it."""
+
+
+def require(module: str, *, extra: str, what: str = "this"):
+    """Import ``module`` or raise MissingDependency naming the extra that installs it:
+    ``require("ipywidgets", extra="ui", what="the widget")``."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        missing = (getattr(e, "name", None) or module).split(".")[0]
+        raise MissingDependency(f"{what} needs {missing}, which is not installed: "
+                                f"pip install 'convsynth[{extra}]'") from None

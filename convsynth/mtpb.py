@@ -188,6 +188,11 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     from . import load
+    from .mtpb_check import MTPBDataError, default_data_path
+    if args.data is None and not default_data_path().is_file():
+        raise MTPBDataError("convsynth mtpb needs the MTPB data: pass --data PATH/mtpb.jsonl or set CONVSYNTH_MTPB "
+                            "(the file is codegen1/benchmark/mtpb.jsonl in the public salesforce/CodeGen "
+                            "repository, BSD-3-Clause).")
     problems = parse_ids(args.problems, load_problems(args.data))
     cg = load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
     rep = run(cg, problems, samples=args.samples, temperature=args.temperature, top_p=args.top_p, seed=args.seed,

@@ -41,7 +41,7 @@ DEFAULT_TIMEOUT = 20.0            # seconds per program, as in the original
 DEFAULT_MEMORY_LIMIT = 2 * 2**30
 KILL_GRACE = 5.0                  # the process is killed this long after the in-script alarm (startup, stuck C code)
 MTPB_SHA256 = "3ab79ddb160f484a63491330ba72204930d56cc946f7c0c5fb469622a941f89c"
-_WHERE = ("In this project the file is ../shared/data/mtpb/mtpb.jsonl (next to the repository); the original is "
+_WHERE = ("Pass the path of mtpb.jsonl (--data PATH, or set CONVSYNTH_MTPB): the file is "
           "codegen1/benchmark/mtpb.jsonl in the public salesforce/CodeGen repository (BSD-3-Clause).")
 _NEEDS = {"pandas": re.compile(r"\bpandas\b|\bdataframe\b", re.I), "sklearn": re.compile(r"\bsklearn\b|scikit", re.I)}
 _CSV = re.compile(r"[\w./-]+\.csv\b")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterable, Union
 
+from .errors import OptionError
+
 StopRule = Callable[[str], Union[int, None]]
 StopSpec = Union[None, str, Iterable[str], StopRule]
 
@@ -114,7 +116,7 @@ def make_stop(stop: StopSpec) -> StopRule | None:
     if callable(stop):
         return stop
     if isinstance(stop, str):
-        return PRESETS.get(stop) or regex_stop([stop])
+        return PRESETS.get(stop) or make_stop([stop])
     patterns = list(stop)
     if not all(isinstance(p, str) for p in patterns):
         raise TypeError("stop must be None, a preset name, a regex string, a list of regex strings or a callable")
@@ -122,5 +124,6 @@ def make_stop(stop: StopSpec) -> StopRule | None:
         try:
             re.compile(p)
         except re.error as e:
-            raise ValueError(f"stop pattern {p!r} is not a valid regular expression: {e}") from None
+            raise OptionError(f"stop pattern {p!r} is not a valid regular expression ({e}); escape special "
+                              "characters such as ( [ * with a backslash, or pass re.escape(text)") from None
     return regex_stop(patterns)
