@@ -45,6 +45,26 @@ _POLL = 0.05  # seconds between looks at the kernel while a step runs
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 
 
+# Run once in the kernel: code compiled while `_convsynth_next` is set is called by that name in tracebacks
+# ("In step 2, line 3" rather than "Cell In[7], line 3"). IPython 9 asks compile.format_code_name; older
+# versions ignore this and keep their "Cell In[n]".
+_STEP_NAMES = """
+def _convsynth_names(c=get_ipython().compile):
+    names, cache, fmt = {}, c.cache, c.format_code_name if hasattr(c, "format_code_name") else None
+    c._convsynth_next = None
+    def named_cache(transformed_code, number=0, raw_code=None):
+        name = cache(transformed_code, number, raw_code)
+        if c._convsynth_next:
+            names[name], c._convsynth_next = c._convsynth_next, None
+        return name
+    c.cache = named_cache
+    if fmt is not None:
+        c.format_code_name = lambda name: ("In", names[name]) if name in names else fmt(name)
+_convsynth_names()
+del _convsynth_names
+"""
+
+
 def _asked_exit(out: _Outcome) -> bool:
     return any(p.get("source") == "ask_exit" for p in out.reply.get("payload", []))
 
@@ -152,6 +172,7 @@ class Sandbox:
         self._lock, self._cancel = threading.RLock(), threading.Event()
         self._closed, self._km, self._kc, self._starts = False, None, None, 0
         self._history: list[str] = []
+        self._names: dict[str, str] = {}  # code -> what its tracebacks call it (kept across restarts)
 
     @property
     def workdir(self) -> str:
@@ -184,16 +205,21 @@ class Sandbox:
         self._cancel.set()
 
     def run(self, code: str, *, timeout: float | None = None, expect_output: str | None = None,
-            check: str | None = None) -> ExecutionResult:
+            check: str | None = None, name: str | None = None, keep: bool = True) -> ExecutionResult:
         """Run one step and report what happened; problems in the code are never raised.
 
         `timeout` defaults to the sandbox's; 0 means no limit. `expect_output` is compared with
         the stripped stdout; `check` is assertion code run afterwards in the same namespace.
+        `name` ("step 2") is what tracebacks call this code instead of IPython's "Cell In[n]".
+        `keep=False`: a look that changes nothing, not replayed after a restart.
         """
         with self._lock:
             start = time.monotonic()
             self._cancel.clear()
             note = self._ensure_running()
+            if name:
+                self._names[code] = name
+                self._label(code)
             limit = self.timeout if timeout is None else timeout
             cap = _Capture(self.max_output)
             res = self._step(code, limit, cap)
@@ -203,7 +229,7 @@ class Sandbox:
             notes = [note, res.note]
             if res.truncated:
                 notes.append(f"Output was cut to {self.max_output} characters.")
-            if res.status == "ok":
+            if res.status == "ok" and keep:
                 self._history.append(code)
                 notes.append(self._check_expectations(res, expect_output, check, limit))
             elif expect_output is not None or check is not None:
@@ -264,7 +290,7 @@ class Sandbox:
         except RuntimeError as e:
             self._shutdown()
             raise SandboxError(f"The sandbox kernel did not start ({e}); see {self._root}/kernel.log.") from e
-        setup = (_SET_LIMIT.format(n=self.memory_limit) if self.memory_limit else "") + \
+        setup = (_SET_LIMIT.format(n=self.memory_limit) if self.memory_limit else "") + _STEP_NAMES + \
             "get_ipython().run_line_magic('xmode', 'Plain')\nget_ipython().run_line_magic('colors', 'nocolor')\n"
         out = self._execute(setup, 60, None, silent=True, cancellable=False)  # short, plain tracebacks
         if out.how != "done" or out.reply.get("status") != "ok":
@@ -291,6 +317,7 @@ class Sandbox:
         self._cancel.clear()  # an interrupt that led here is used up; a new one may stop the replay
         self._start()
         for i, step in enumerate(steps):
+            self._label(step)
             out = self._execute(step, self.timeout, None, silent=True)
             if out.how == "done" and out.reply.get("status") == "ok" and not _asked_exit(out):
                 self._history.append(step)
@@ -308,6 +335,13 @@ class Sandbox:
         return f"restarted {it} and replayed {len(steps)} earlier step{'' if len(steps) == 1 else 's'}."
 
     # -- steps ------------------------------------------------------------------------
+
+    def _label(self, code: str) -> None:
+        """Tell the kernel what the next cell is called in tracebacks (one short silent request)."""
+        name = self._names.get(code)
+        if name and self._kc is not None:
+            self._execute(f"get_ipython().compile._convsynth_next = {name!r}", 10, None, silent=True,
+                          cancellable=False)
 
     def _step(self, code: str, limit: float | None, cap: _Capture, *, silent: bool = False) -> ExecutionResult:
         """Run code and turn the outcome into a result, restarting the process when needed."""

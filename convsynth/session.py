@@ -43,6 +43,8 @@ class Turn:
     result: object | None = None    # convsynth.execution.ExecutionResult once run
     expect_output: str | None = None
     check: str | None = None
+    data: dict | None = None        # a shared step: name -> the pickled value (base64); see sharing.py
+    attempts: list = field(default_factory=list)  # failed attempts fix() replaced: instruction, code, error
 
     @property
     def text(self) -> str:
@@ -64,6 +66,12 @@ def comment_lines(instruction: str | None) -> str:
                    for line in instruction.split("\n"))
 
 
+def _attempt(instruction: str | None, turn: Turn) -> dict:
+    r = turn.result
+    return {"instruction": instruction, "code": turn.code, "status": r.status if r else "not run",
+            "error": (r.error or r.note) if r else None}
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -81,14 +89,22 @@ class Session:
     stop: how a step ends (default 'codegen': next top-level comment, two blank lines, end of text, the
     original truncation rules). overflow: 'error' (default) or 'drop_oldest' when a turn does not fit the
     context window. timeout / memory_limit: the sandbox's limits per step. auto_run: run each step after it
-    is generated."""
+    is generated. cwd: the folder steps run in (default: the current directory where the session is created, in
+    a notebook the notebook's folder; None: a private scratch folder removed on close). auto_fix: after a
+    generated step fails, try ``fix`` up to this many times."""
 
     def __init__(self, model, preamble: str = MTPB_PREAMBLE, *, stop: StopSpec = "codegen",
                  overflow: str = "error", timeout: float = 10.0, memory_limit: int | None = 2 * 2**30,
                  auto_run: bool = False, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
-                 top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None):
+                 top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None,
+                 cwd: str | Path | None = ".", auto_fix: int = 0):
         if overflow not in ("error", "drop_oldest"):
             raise ValueError("overflow must be 'error' or 'drop_oldest'")
+        self.cwd = str(Path(cwd).expanduser().resolve()) if cwd is not None else None
+        if self.cwd is not None and not Path(self.cwd).is_dir():
+            raise SessionError(f"cwd {self.cwd} is not a folder: create it first, or pass cwd=None for a private "
+                               "scratch folder.")
+        self.auto_fix = int(auto_fix)
         self.model, self.preamble = model, preamble
         self.sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                  repetition_penalty=repetition_penalty, seed=seed)
@@ -258,7 +274,7 @@ class Session:
             if not self.turns:
                 raise SessionError("nothing to regenerate: the session has no turns.")
             last = self.turns[-1]
-            if last.instruction is None:
+            if last.instruction is None or last.data is not None:
                 raise SessionError("the last step was written by hand; there is nothing to regenerate.")
             self.undo()
             return self.ask(last.instruction, expect_output=last.expect_output, check=last.check, **kw)
@@ -290,7 +306,7 @@ class Session:
         """The sandbox process this session's steps run in (started on first use)."""
         if self._sandbox is None:
             from .sandbox import Sandbox
-            self._sandbox = Sandbox(timeout=self.timeout, memory_limit=self.memory_limit)
+            self._sandbox = Sandbox(timeout=self.timeout, memory_limit=self.memory_limit, cwd=self.cwd)
             if self.preamble_result is not None or any(t.result is not None for t in self.turns):
                 self._reset_sandbox()  # a loaded or forked session: bring the namespace back first
         return self._sandbox
@@ -298,30 +314,141 @@ class Session:
     def run(self, *, timeout: float | None = None, upto: int | None = None) -> list:
         """Run the steps not yet run, in order, through step ``upto`` (an index into ``turns``; all by default).
         Returns their ExecutionResults (each also on its Turn). ``cancel()`` from another thread interrupts the
-        running step and runs no further ones; the steps not reached keep ``result`` None."""
+        running step and runs no further ones; the steps not reached keep ``result`` None. With ``auto_fix``, a
+        generated step that fails is fixed (``fix``) up to that many times before the run goes on."""
         with self._lock:
             self._cancel.clear()
-            results = []
-            n = len(self.turns)
-            if upto is not None and not -n <= upto < n:
-                raise SessionError(f"there is no step {upto} to run up to: the session has {n} steps.")
-            if self.preamble.strip() and self.preamble_result is None:
-                self.preamble_result = self.sandbox.run(self.preamble, timeout=timeout)
-            for turn in self.turns[:n if upto is None else upto % n + 1]:
-                if self._cancel.is_set():
-                    break
-                if turn.result is None:
-                    turn.result = self.sandbox.run(turn.code, timeout=timeout, expect_output=turn.expect_output,
-                                                   check=turn.check)
-                    results.append(turn.result)
-            return results
+            return self._run(timeout, upto, fix=self.auto_fix > 0)
+
+    def _run(self, timeout: float | None, upto: int | None, fix: bool) -> list:
+        results = []
+        n = len(self.turns)
+        if upto is not None and not -n <= upto < n:
+            raise SessionError(f"there is no step {upto} to run up to: the session has {n} steps.")
+        if self.preamble.strip() and self.preamble_result is None:
+            self.preamble_result = self.sandbox.run(self.preamble, timeout=timeout, name="the preamble")
+        for i in range(n if upto is None else upto % n + 1):  # by index: a fix replaces the turn in place
+            turn = self.turns[i]
+            if self._cancel.is_set():
+                break
+            if turn.result is None:
+                turn.result = self.sandbox.run(self._code(turn), timeout=timeout, expect_output=turn.expect_output,
+                                               check=turn.check, name=f"step {i + 1}")
+                for _ in range(self.auto_fix if fix and turn.instruction is not None and turn.data is None else 0):
+                    if turn.result.ok or self._cancel.is_set():
+                        break
+                    turn = self.fix(i)
+                results.append(turn.result)
+        return results
+
+    @staticmethod
+    def _code(turn: Turn) -> str:
+        """What the sandbox runs for a turn: its code, or for a shared step the code that unpickles the values."""
+        if turn.data is not None:
+            from .sharing import load_code
+            return load_code(turn.data)
+        return turn.code
+
+    def fix(self, index: int, **overrides) -> Turn:
+        """Generate failed step ``index`` again with its error added to the instruction as a comment line, and
+        run it. The new step replaces the failed one only if it runs; every failed attempt is kept in the step's
+        ``attempts``. Returns the step now at ``index`` (check ``.result.ok``)."""
+        with self._lock:
+            i = self._index(index)
+            old = self.turns[i]
+            if old.result is None or old.result.ok:
+                raise SessionError(f"step {i + 1} has not failed ({'it has not run' if old.result is None else 'it ran'}"
+                                   "): there is nothing to fix. Run it first with run().")
+            if old.instruction is None or old.data is not None:
+                raise SessionError(f"step {i + 1} was not generated, so it cannot be generated again: change its "
+                                   "code or undo it.")
+            error = (old.result.error or old.result.note or old.result.status).splitlines()[0]
+            asked = f"{old.instruction}\nFix: {error}"
+            history = old.attempts or [_attempt(old.instruction, old)]
+            before, later = self.turns[:i], self.turns[i + 1:]
+            ran_later = any(t.result is not None for t in later)
+            self.turns = list(before)
+            self._sync_cache()
+            if ran_later:  # the namespace must be the one step i saw
+                self._reset_sandbox()
+            try:
+                new = self.ask(asked, run=False, expect_output=old.expect_output, check=old.check, **overrides)
+                new.instruction = old.instruction  # the program keeps the plain instruction
+                if new.stats.finish_reason != "cancelled":
+                    self._run(None, i, fix=False)
+            except BaseException:
+                self.turns = before + [old] + later
+                self._sync_cache()
+                raise
+            if new.result is not None and new.result.ok:
+                new.attempts = history
+                for t in later:  # they ran after the broken step: run them again
+                    t.result = None
+                self.turns = before + [new] + later
+            else:
+                old.attempts = history + [_attempt(asked, new)]
+                self.turns = before + [old] + later
+                if ran_later:
+                    self._reset_sandbox()
+            self._sync_cache()
+            return self.turns[i]
+
+    # ---- the notebook's values -----------------------------------------------------------------------------
+    def share(self, **values) -> Turn:
+        """Copy picklable values from the notebook into the sandbox (``s.share(df=df)``) as a step the model
+        sees: each name with its type and a short description. Steps before it that have not run are run first.
+        A value that cannot be pickled, or unpickled in the sandbox, raises SessionError and nothing is kept."""
+        from . import sharing
+        if not values:
+            raise SessionError("share needs values to share: s.share(df=df, names=names).")
+        data = sharing.pickle_values(values)
+        instruction, code = sharing.share_step(values)
+        with self._lock:
+            turn = Turn(instruction, code, data=data)
+            self.turns.append(turn)
+            try:
+                self._cancel.clear()
+                self._run(None, len(self.turns) - 1, fix=False)
+            finally:
+                if turn.result is None or not turn.result.ok:
+                    self.turns = [t for t in self.turns if t is not turn]
+                    self._sync_cache()
+            if turn.result is None or not turn.result.ok:
+                why = "the run was stopped" if turn.result is None else turn.result.error or turn.result.note
+                raise SessionError(f"could not share {', '.join(values)}: the sandbox could not load "
+                                   f"{'it' if len(values) == 1 else 'them'} ({why})"
+                                   ". Nothing was shared. A class defined in the notebook must live in a module "
+                                   "both sides import.")
+            return turn
+
+    def get(self, name: str):
+        """Bring a picklable value back from the sandbox: ``df = s.get("df")``. Nothing is run but the look."""
+        from . import sharing
+        if not isinstance(name, str) or not name.isidentifier():
+            raise SessionError(f"get needs a variable name such as 'df', not {name!r}.")
+        with self._lock:
+            if self._sandbox is None and self.preamble_result is None and all(t.result is None for t in self.turns):
+                raise SessionError(f"nothing has run in the sandbox yet, so there is no {name!r}: run the steps "
+                                   "first with run().")
+            res = self.sandbox.run(sharing.fetch_code(name), keep=False)
+        found = [b[sharing.PICKLE_MIME] for b in res.outputs if sharing.PICKLE_MIME in b]
+        if res.ok and found:
+            return sharing.unpickle(name, found[0])
+        if res.ok:
+            raise SessionError(f"{name!r} is too large to bring back (its pickle passed the sandbox's output limit):"
+                               " write it to a file in the session's folder in a step and read it here.")
+        if (res.error or "").startswith("NameError"):
+            raise SessionError(f"the sandbox has no variable {name!r}: run the step that defines it first, or "
+                               "check the name.")
+        raise SessionError(f"cannot bring {name!r} back from the sandbox ({res.error or res.note}); convert it to "
+                           "plain data (lists, dicts, arrays, DataFrames) in a step first.")
 
     def _reset_sandbox(self) -> None:
         """Bring the sandbox back to the kept steps: a fresh process replaying those that ran successfully."""
         if self._sandbox is None:
             return
         replay = [self.preamble] if self.preamble_result is not None and self.preamble_result.ok else []
-        replay += [t.code for t in self.turns if t.result is not None and t.result.ok]
+        replay += [self._code(t) for t in self.turns if t.result is not None and t.result.ok]
         self._sandbox.restart(replay=replay)
 
     def close(self) -> None:
@@ -337,8 +464,33 @@ class Session:
 
     # ---- saving and export -------------------------------------------------------------------------------
     def to_python(self) -> str:
-        """The program so far: the preamble and every step with its instruction as a comment."""
-        return self.text.rstrip("\n") + "\n"
+        """The program so far: the preamble and every step with its instruction as a comment, one blank line
+        between steps (the session text the model reads keeps MTPB's layout)."""
+        parts = [self.preamble] + [comment_lines(t.instruction) + t.code for t in self.turns]
+        return "\n\n".join(p.strip("\n") for p in parts if p.strip()) + "\n"
+
+    def _state(self, turn: Turn) -> str:
+        return "not run" if turn.result is None else turn.result.status
+
+    def __repr__(self) -> str:
+        states = [self._state(t) for t in self.turns]
+        counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
+        return (f"<convsynth.Session {self.model.name}: {len(states)} step{'' if len(states) == 1 else 's'}"
+                f"{f' ({counts})' if counts else ''}, cwd={self.cwd or 'a private folder'}>")
+
+    def _repr_html_(self) -> str:
+        """The steps and their state as a table (Jupyter shows this for a session at the end of a cell)."""
+        from html import escape
+        rows = []
+        for i, t in enumerate(self.turns, 1):
+            what = escape(t.instruction) if t.instruction is not None else "<i>code written by hand</i>"
+            err = escape((t.result.error or t.result.note or "") if t.result is not None and not t.result.ok else "")
+            rows.append(f"<tr><td>{i}</td><td style='text-align:left'>{what}</td><td>{self._state(t)}</td>"
+                        f"<td style='text-align:left'>{err}</td></tr>")
+        return (f"<div class='convsynth-session'><b>convsynth session</b> &middot; {escape(self.model.name)} "
+                f"&middot; folder <code>{escape(self.cwd or 'a private folder')}</code>"
+                "<table><thead><tr><th>step</th><th>instruction</th><th>state</th><th>error</th></tr></thead>"
+                f"<tbody>{''.join(rows)}</tbody></table></div>")
 
     def to_dict(self) -> dict:
         cfg = self.model.config
