@@ -12,10 +12,16 @@ import time
 import traceback
 from pathlib import Path
 
-import ipywidgets as W
+from .errors import ConvsynthError, MissingDependency, require
 
-from .errors import ConvsynthError
-from .widget_html import CSS, _n, code_html, esc, prompt_html, result_html, stats_html
+W = require("ipywidgets", extra="ui", what="the widget")
+require("pygments", extra="ui", what="the widget")
+if int(W.__version__.split(".")[0]) < 8:  # Colab ships ipywidgets 7: its Accordion titles and comms differ
+    raise MissingDependency(f"the widget needs ipywidgets 8 (this kernel has {W.__version__}, as Colab ships): "
+                            "pip install -U 'ipywidgets>=8' and restart the kernel, or use Session and the "
+                            "%%convsynth magic without the widget")
+from .outputs import to_outputs  # noqa: E402 - after the checks above
+from .widget_html import CSS, _n, code_html, esc, prompt_html, result_html, stats_html  # noqa: E402
 
 STREAM_INTERVAL = 0.08  # seconds between streamed code updates (each one is a comm message)
 
@@ -60,6 +66,11 @@ class _Card(W.VBox):
         self.owner, self.turn = owner, turn
         self.head, self.code = _html("convsynth-card-instruction"), _html("convsynth-code")
         self.output, self.stats = _html("convsynth-output"), _html("convsynth-stats")
+        self.outputs = W.Output()  # the step's outputs, rendered by the front end as in a cell
+        self.outputs.add_class("convsynth-outputs")
+        self._shown = None  # the result whose outputs are shown
+        self.fix_button = _button("Fix", "convsynth-fix", "Generate this step again with its error in the "
+                                  "instruction; it replaces the step only if it runs", "warning")
         self.run_button = _button("Run", "convsynth-run", "Run this step (and the steps before it not run yet)")
         self.edit_button = _button("Edit", "convsynth-edit", "Change the instruction and generate from here")
         self.regenerate_button = _button("Regenerate", "convsynth-regenerate", "Sample this step again")
@@ -70,12 +81,13 @@ class _Card(W.VBox):
         self.cancel_button = _button("Cancel", "convsynth-edit-cancel")
         self.edit_row = W.HBox([self.editor, self.save_button, self.cancel_button])
         _show(self.edit_row, False)
-        self.buttons = W.HBox([self.run_button, self.edit_button, self.regenerate_button, self.undo_button],
-                              layout=W.Layout(flex="0 0 auto"))
-        super().__init__([self.head, self.code, self.output, self.edit_row,
+        self.buttons = W.HBox([self.run_button, self.fix_button, self.edit_button, self.regenerate_button,
+                               self.undo_button], layout=W.Layout(flex="0 0 auto"))
+        super().__init__([self.head, self.code, self.outputs, self.output, self.edit_row,
                           W.HBox([self.buttons, self.stats], layout=W.Layout(align_items="center"))])
         self.add_class("convsynth-card")
         self.run_button.on_click(lambda _: owner._run(self.index))
+        self.fix_button.on_click(lambda _: owner._fix(self.index))
         self.undo_button.on_click(lambda _: owner._undo())
         self.regenerate_button.on_click(lambda _: owner._regenerate())
         self.edit_button.on_click(lambda _: self._open_editor())
@@ -92,19 +104,31 @@ class _Card(W.VBox):
         upto = self.owner._run_upto
         running = (busy and turn.result is None and self.owner._action == "run"
                    and (upto is None or index <= upto))
-        self.output.value = '<div class="cs-meta">running&hellip;</div>' if running else result_html(turn.result)
+        self.output.value = ('<div class="cs-meta">running&hellip;</div>' if running
+                             else result_html(turn.result, outputs=False))
+        self.show_outputs(turn.result)
         self.stats.value = stats_html(turn.stats)
         _show(self.run_button, turn.result is None)
+        _show(self.fix_button, turn.result is not None and not turn.result.ok and turn.instruction is not None
+              and turn.data is None)
         _show(self.regenerate_button, last and turn.instruction is not None)
         _show(self.undo_button, last)
-        for b in (self.run_button, self.edit_button, self.regenerate_button, self.undo_button, self.save_button):
+        for b in (self.run_button, self.fix_button, self.edit_button, self.regenerate_button, self.undo_button,
+                  self.save_button):
             b.disabled = busy
+
+    def show_outputs(self, result) -> None:
+        """Hand the result's outputs to the front end (only when they changed: each assignment is a message)."""
+        if result is not self._shown:
+            self._shown = result
+            self.outputs.outputs = tuple(to_outputs(result))
 
     def show_live(self, index: int, instruction: str, code: str, note: str) -> None:
         self.head.value = (f'<span class="cs-step">Step {index + 1}</span>'
                            f'<span class="cs-instr">{esc(instruction)}</span>')
         self.code.value = code_html(code) if code else '<div class="cs-empty">waiting for the first token&hellip;</div>'
         self.output.value, self.stats.value = "", note
+        self.show_outputs(None)
         _show(self.buttons, False)
 
     @_guarded
@@ -313,6 +337,21 @@ class SessionWidget(W.VBox):
         self._start("run", "Running&hellip;", lambda: self.session.run(timeout=self.session.timeout, upto=upto))
 
     @_guarded
+    def _fix(self, index: int):
+        """Generate failed step ``index`` again with its error (Session.fix), streaming into a live card."""
+        turn = self.session.turns[index]
+        text = turn.instruction
+
+        def work():
+            fixed = self.session.fix(index, on_text=self._streamer(index, text))
+            if fixed is turn and not self._stop_requested:
+                last = turn.attempts[-1]
+                self.show_error(f"The new attempt at step {index + 1} failed too ({last['error']}), so the step is "
+                                "unchanged; every attempt is kept in its attempts. Fix again, or edit the "
+                                "instruction.")
+        self._start("generate", "Fixing&hellip;", work, live=text, hide_from=index)
+
+    @_guarded
     def _undo(self):
         self._start("undo", "Undoing&hellip;", self.session.undo)
 
@@ -400,7 +439,8 @@ class SessionWidget(W.VBox):
             self.cards.children = shown + ([self.live] if live else [])
             n = len(s.turns)
             self.title.value = (f"<b>convsynth</b> &middot; {esc(s.model.name)} &middot; {_n(n, 'step')} &middot; "
-                                f"{_n(s.cached_tokens)} in the KV cache")
+                                f"{_n(s.cached_tokens)} in the KV cache &middot; folder "
+                                f'<code class="cs-folder">{esc(s.cwd or "a private folder")}</code>')
             if not self.busy and not self.status.value:
                 self.status.value = "Ready." if n else "Type an instruction and press Enter or Generate."
             if self.program_box.layout.display != "none":

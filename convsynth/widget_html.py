@@ -58,11 +58,15 @@ def code_html(code: str) -> str:
     return highlight(code, PythonLexer(), _FORMATTER)
 
 
-def result_html(result) -> str:
-    """An ExecutionResult as HTML: stdout, stderr, images and text outputs, then the error and traceback."""
+def result_html(result, outputs: bool = True) -> str:
+    """An ExecutionResult as HTML: stdout, stderr, images and text outputs, then the error and traceback, then
+    the status line. ``outputs=False``: the status line only (the widget shows the outputs as Jupyter does,
+    see outputs.py)."""
     if result is None:
         return ""
     parts = []
+    if not outputs:
+        result = _status_only(result)
     if result.stdout:
         parts.append(f'<pre class="cs-stdout">{esc(result.stdout)}</pre>')
     if result.stderr:
@@ -91,6 +95,11 @@ def result_html(result) -> str:
     parts.append(f'<div class="cs-meta">{meta}</div>')
     bad = "" if result.ok else " cs-bad"
     return f'<div class="cs-out{bad}">{"".join(parts)}</div>'
+
+
+def _status_only(result):
+    import dataclasses
+    return dataclasses.replace(result, stdout="", stderr="", outputs=[], error=None, traceback=None)
 
 
 def _seconds(t: float) -> str:

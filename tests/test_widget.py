@@ -187,13 +187,18 @@ def test_run_shows_stdout_errors_images_and_timeouts(w, session):
     assert "written by hand" in zero.stats.value and "code written by hand" in zero.head.value
     zero.run_button.click()  # runs the steps not run yet through this one, in order
     assert w.wait(WAIT) and not w.error.value
-    assert "hello from the sandbox" in hello.output.value and "ZeroDivisionError" in zero.output.value
+    # The outputs go to the front end as nbformat outputs (outputs.py); the status line stays HTML.
+    assert hello.outputs.outputs == ({"output_type": "stream", "name": "stdout", "text": "hello from the sandbox\n"},)
+    [err] = zero.outputs.outputs
+    assert err["output_type"] == "error" and err["ename"] == "ZeroDivisionError" and "cs-bad" in zero.output.value
     assert session.turns[2].result is None and visible(plot.run_button) and not plot.output.value
+    assert plot.outputs.outputs == ()
     plot.run_button.click()
     assert w.wait(WAIT) and not w.error.value
-    assert "hello from the sandbox" in hello.output.value and "cs-bad" not in hello.output.value
-    assert "ZeroDivisionError" in zero.output.value and "cs-traceback" in zero.output.value
-    assert '<img alt="output" src="data:image/png;base64,' in plot.output.value
+    assert "ok" in hello.output.value and "cs-bad" not in hello.output.value
+    assert any(line.startswith("ZeroDivisionError") for line in err["traceback"])
+    [png] = plot.outputs.outputs
+    assert png["output_type"] == "display_data" and png["data"]["image/png"]
     assert not any(visible(c.run_button) for c in (hello, zero, plot))  # nothing left to run
     assert all(t.result is not None for t in session.turns)
 
