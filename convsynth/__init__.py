@@ -6,7 +6,7 @@
     s = convsynth.Session(cg)
     turn = s.ask("Assign 3 to x.")
 
-Heavy parts (the session's sandbox, the widget) are imported only when used.
+Heavy parts (the session's sandbox, the widget, the magic) are imported only when used.
 """
 from .config import CodeGenConfig, PRESETS
 from .errors import (CheckpointError, ConfigError, ContextWindowError, ConvsynthError, GenerationCancelled,
@@ -29,3 +29,9 @@ def __getattr__(name):
         from .widget import ui
         return ui
     raise AttributeError(f"module 'convsynth' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext convsynth``: the ``%%convsynth`` cell magic (convsynth/magic.py, imported only now)."""
+    from .magic import load_ipython_extension as load
+    load(ipython)
