@@ -2,6 +2,7 @@
 session, the code goes to the next cell (set_next_input), options reach the generation, nothing runs."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,13 @@ def test_share_load_reset_and_mistakes(ip, capsys):
     assert ip.run_line_magic("convsynth", "") is not s and s._sandbox is None  # the old one was closed
     ip.run_line_magic("convsynth", "reset")
     assert ip.run_line_magic("convsynth", "").turns == []
+
+
+def test_on_colab_the_code_is_printed(ip, capsys, monkeypatch):
+    import types
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    ip.rl_next_input = None
+    ip.run_cell_magic("convsynth", "-t 0 -n 8", "Assign 3 to x.")
+    out = capsys.readouterr().out
+    assert out.startswith("convsynth: 1 step generated (Colab cannot fill the next cell; copy the code):\n\n# Assign 3 to x.\n")
+    assert ip.rl_next_input is None

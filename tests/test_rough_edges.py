@@ -82,3 +82,12 @@ def test_the_offline_hint_names_hf_download(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConvsynthError, match=r"`hf download Salesforce/codegen-no-such-model --local-dir DIR`"):
         convsynth.load("Salesforce/codegen-no-such-model")
+
+
+def test_ipywidgets_7_as_on_colab_gets_a_clear_message():
+    code = ("import ipywidgets; ipywidgets.__version__ = '7.7.1'\nimport convsynth\n"
+            "try:\n    convsynth.ui\nexcept convsynth.ConvsynthError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.stdout.strip() == ("the widget needs ipywidgets 8 (this kernel has 7.7.1, as Colab ships): pip install "
+                                  "-U 'ipywidgets>=8' and restart the kernel, or use Session and the %%convsynth "
+                                  "magic without the widget"), out.stderr
