@@ -92,7 +92,7 @@ def main():
     torch.set_num_threads(1)
     t0 = time.time()
     cg = convsynth.load(args.model, device="cpu", dtype="float32")
-    result = dict(model=args.model, max_new_tokens=MAX_NEW, decoding="greedy (temperature=0), stop='codegen', "
+    result = dict(model=_display_path(args.model), max_new_tokens=MAX_NEW, decoding="greedy (temperature=0), stop='codegen', "
                   "then truncate_codegen")
 
     work = Path(args.work)
@@ -349,6 +349,12 @@ def write_card(model_dir: Path, work: Path) -> Path:
     out = model_dir / "MODEL_CARD.md"
     out.write_text(text)
     return out
+
+
+def _display_path(path) -> str:
+    """The model path relative to the repository when it is inside it (shipped files carry no build-machine paths)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else p.name
 
 
 def _train_info_path(model_dir: Path, work: Path) -> Path | None:
