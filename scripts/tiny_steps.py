@@ -75,8 +75,9 @@ def dref(rng, name: str) -> str:
         return f"`{name}`"
     if r < 0.72:
         return f'"{name}"'
-    return rng.choice([f"a variable called {name}", f"a variable named {name}", f"a new variable {name}",
-                       f"the variable {name}"])
+    # (not "a variable named ...": with "and assign the result to" that would repeat an MTPB phrase)
+    return rng.choice([f"a variable called {name}", f"a fresh variable {name}", f"the variable {name}",
+                       f"a variable {name}"])
 
 
 STORE_SUFFIX = ["and store it in {D}", "and store the result in {D}", "and save it as {D}", "and assign it to {D}",
@@ -458,7 +459,7 @@ op("int", ["Integer-divide {S} by {K}", "Compute the floor division of {S} by {K
    "int", k="small")
 op("int", ["Check whether {S} is even", "Test if {S} is an even number", "Determine whether {S} is even"],
    ["whether {S} is even", "if {S} is even"], "{src} % 2 == 0", lambda v, k: v % 2 == 0, "bool")
-op("int", ["Convert {S} to a string", "Turn {S} into a string"], ["{S} as a string", "the string form of {S}"],
+op("int", ["Convert {S} to a string", "Make {S} a string"], ["{S} as a string", "the string form of {S}"],
    "str({src})", lambda v, k: str(v), "str")
 op("float", ["Round {S} to {K} decimal places", "Round {S} to {K} digits"],
    ["{S} rounded to {K} decimals", "{S} rounded to {K} places"], "round({src}, {k})",
