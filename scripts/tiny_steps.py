@@ -24,7 +24,7 @@ import string
 
 import numpy as np
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 PREAMBLE = "# Import libraries.\n\nimport numpy as np\n\n"
 
 NOUNS = ("numbers nums values data items scores counts prices ages temps grades points marks totals sizes weights "
@@ -639,6 +639,16 @@ def apply_op(rng, p: Program, name: str, final_print: bool) -> str | None:
     return dst
 
 
+def print_two(rng, p: Program, a: str, b: str):
+    """One print of two variables (a second top-level print would end the step under the codegen stop)."""
+    A, B = ref(rng, a, "variable"), ref(rng, b, "variable")
+    instr = rng.choice(["Print {A} and {B}", "Display {A} and {B}", "Show {A} and {B} together",
+                        "Print {A} and {B} on one line", "Output both {A} and {B}", "Print {A} followed by {B}"]
+                       ).format(A=A, B=B)
+    p.add(finish(rng, instr), f"print({a}, {b})")
+    p.emit(p.vars[a], p.vars[b])
+
+
 def print_var(rng, p: Program, name: str):
     kind = {"str": "string", "dict": "dictionary", "int": "number", "float": "number"}.get(p.kinds[name], "list")
     instr = rng.choice(PRINT_VAR).format(S=ref(rng, name, kind))
@@ -951,7 +961,11 @@ def program(rng) -> Program:
     else:
         numpy_program(rng, p)
     if p.out.tell() == 0:
-        print_var(rng, p, p.last)
+        named = [n for n, k in p.kinds.items() if k != "func"]
+        if len(named) >= 2 and rng.random() < 0.3:
+            print_two(rng, p, *rng.sample(named[-3:], 2))
+        else:
+            print_var(rng, p, p.last)
     return p
 
 
