@@ -9,12 +9,10 @@ import pytest
 from convsynth import mtpb
 from convsynth.mtpb_check import build_program, load_problems
 
-from conftest import shared_path
-
 
 @pytest.fixture(scope="module")
 def problems():
-    return load_problems(shared_path("data", "mtpb", "mtpb.jsonl"))
+    return load_problems()  # the copy bundled with the package
 
 
 def test_harness_runs_checks_and_resumes(tiny, problems, tmp_path):
