@@ -2,8 +2,9 @@
 
 `Isolation(mode, network)` is the sandbox's policy object: ``detect()`` what the platform offers (once per
 process), ``prefix(workdir, private)`` the command that goes before the kernel's own, ``env(...)`` the kernel's
-clean environment, ``tree_usage(pid)`` the memory and process count of everything the kernel started, ``describe()``
-a short line for the repr and the widget, ``cleanup()`` when the sandbox closes.
+clean environment, ``limits_code()`` the limits the kernel sets on itself, ``usage(pid)`` the memory of everything
+the kernel started (for the watchdog), ``describe()`` a short line for the repr and the widget, ``cleanup()`` when
+the sandbox closes.
 
 On Linux with bubblewrap (`apt-get install bubblewrap`) the kernel runs in new user, PID, IPC, UTS and network
 namespaces (the network one only when ``network=False``), with a filesystem made of read-only system paths and the
@@ -25,7 +26,7 @@ import time
 import uuid
 import warnings
 
-from .errors import ConvsynthError
+from .execution import SandboxError
 
 MODES = ("auto", "strict", "off")
 MAX_PROCESSES = 256           # processes (threads count too) the kernel may have at once
@@ -39,7 +40,7 @@ _ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "PYTHONPATH", "PYTHONHASH
 _warned = False
 
 
-class IsolationError(ConvsynthError, RuntimeError):
+class IsolationError(SandboxError):
     """The isolation asked for (``isolation="strict"``) is not available on this machine."""
 
 
@@ -58,7 +59,8 @@ def detect() -> str:
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"bubblewrap does not run ({e})"
     if out.returncode != 0:
-        return f"bubblewrap cannot create namespaces here ({out.stderr.strip().splitlines()[-1:] or out.returncode})"
+        why = (out.stderr.strip().splitlines() or [f"exit code {out.returncode}"])[-1]
+        return f"bubblewrap cannot create namespaces here ({why})"
     return "bwrap"
 
 
@@ -163,13 +165,18 @@ class Isolation:
         return args
 
     def limits_code(self) -> str:
-        """Python run inside the kernel at start: the per-user-namespace process limit and the file size limit."""
-        if not self.active:
-            return ""
+        """Python run inside the kernel at start: the file size limit, no core files, and (isolated) the process
+        limit, which counts only the sandbox's processes in its own user namespace (outside, all the user's)."""
+        limits = {"RLIMIT_FSIZE": MAX_FILE_SIZE, "RLIMIT_CORE": 0}
+        if self.active:
+            limits["RLIMIT_NPROC"] = MAX_PROCESSES
+        # Soft and hard alike, so a step cannot raise them again; never above a hard limit already lower.
         return ("import resource as _r\n"
-                f"_r.setrlimit(_r.RLIMIT_NPROC, ({MAX_PROCESSES}, {MAX_PROCESSES}))\n"
-                f"_r.setrlimit(_r.RLIMIT_FSIZE, ({MAX_FILE_SIZE}, {MAX_FILE_SIZE}))\n"
-                "_r.setrlimit(_r.RLIMIT_CORE, (0, 0))\ndel _r\n")
+                f"for _k, _n in {limits!r}.items():\n"
+                "    _h = _r.getrlimit(getattr(_r, _k))[1]\n"
+                "    _n = _n if _h == _r.RLIM_INFINITY else min(_n, _h)\n"
+                "    _r.setrlimit(getattr(_r, _k), (_n, _n))\n"
+                "del _r, _k, _n, _h\n")
 
     def _make_cgroup(self, controller: str, name: str, value: int) -> None:
         """A child cgroup with one limit, where this process may make one (root, or a delegated v2 subtree).
@@ -227,10 +234,13 @@ class Isolation:
 def _python_paths() -> list[str]:
     """The Python environment the kernel needs to read: prefixes and every import path, real paths too."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    paths.update(p for p in sys.path if p and os.path.isabs(p))
+    # sys.path[0] is the running script's folder (or the notebook's), which the kernel does not need: not that one.
+    paths.update(p for p in sys.path[1:] if p and os.path.isabs(p))
     paths.update(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and os.path.isabs(p))
     paths.update([os.path.realpath(p) for p in paths])
-    return sorted(p for p in paths if os.path.exists(p))
+    home = os.path.realpath(os.path.expanduser("~"))
+    # Never the home folder or a folder holding it (an odd sys.path entry must not reveal the whole home).
+    return sorted(p for p in paths if os.path.exists(p) and not (home + os.sep).startswith(p.rstrip(os.sep) + os.sep))
 
 
 def tree_usage(pid: int, each: bool = False):

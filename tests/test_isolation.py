@@ -273,3 +273,24 @@ def test_strict_refuses_where_isolation_is_missing(monkeypatch, tmp_path):
     assert Isolation("off").describe() == "not isolated: turned off (isolation='off')"
     with pytest.raises(ValueError):
         Isolation("sometimes")
+
+
+def test_session_keeps_and_shows_its_isolation(tmp_path):
+    import convsynth
+    from convsynth.session import Session
+    cg = convsynth.load()
+    with pytest.raises(ValueError):
+        Session(cg, isolation="sometimes")
+    off = Session(cg, isolation="off")
+    assert "not isolated: turned off" in repr(off)
+    s = Session(cg, preamble="", network=True)
+    assert s.isolation_info == isolation.describe("auto", True)
+    assert f"sandbox {s.isolation_info}" in repr(s) and s.isolation_info in s.widget().isolation.value
+    back = Session.load(s.save(tmp_path / "s.json"), cg)
+    assert (back.network, back.isolation) == (True, "auto")
+    if isolation.detect() == "bwrap":
+        back.add_code("print('started')")
+        assert back.run()[0].stdout == "started\n"
+        assert back.isolation_info.startswith("isolated (bubblewrap): network allowed")
+        assert back.sandbox.isolation.network is True
+    back.close()
