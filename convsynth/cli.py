@@ -1,4 +1,4 @@
-"""The ``convsynth`` command: complete, demo, mtpb, convert, bench."""
+"""The ``convsynth`` command: complete, demo, mtpb, convert, export, serve, bench."""
 from __future__ import annotations
 
 import argparse
@@ -95,6 +95,11 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve import main as serve_main
+    return serve_main(args)
+
+
 def cmd_mtpb(args) -> int:
     from .mtpb import main as mtpb_main
     return mtpb_main(args)
@@ -143,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: keep)")
     p.add_argument("--revision", default=None)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible API (for convsynth.connect)")
+    from .serve import add_arguments as serve_arguments
+    serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("mtpb", help="run the Multi-Turn Programming Benchmark")
     from_mtpb = _mtpb_flags(p)
