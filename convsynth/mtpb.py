@@ -185,12 +185,18 @@ def add_arguments(p) -> None:
     p.add_argument("--jobs", type=int, default=2, help="programs checked in parallel")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
     p.add_argument("--report", default=None, help="write the report as JSON here")
+    p.add_argument("--server", default=None, help="generate on an OpenAI-compatible server at this URL instead")
+    p.add_argument("--api-key", default=None, help="the server's API key")
 
 
 def main(args) -> int:
     from . import load
     problems = parse_ids(args.problems, load_problems(args.data))
-    cg = load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
+    if getattr(args, "server", None):
+        from .remote import connect
+        cg = connect(args.server, model=args.model, api_key=args.api_key)
+    else:
+        cg = load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
     rep = run(cg, problems, samples=args.samples, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
               single_turn=args.single_turn, out=args.out, jobs=args.jobs, timeout=args.timeout)
     print(format_report(rep))

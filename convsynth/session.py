@@ -172,22 +172,27 @@ class Session:
                 s = dataclasses.replace(s, seed=s.seed + self._draws)
             self._draws += 1
             ids = self._fit(self._tokens(self.text + comment_lines(instruction)), s, instruction)
-            with self.model.lock:
-                keep = self._reuse(ids)
-                gen = iter_generation(self.model.model, self.model.tokenizer, self._cache, ids[keep:], s,
-                                      self._stop_rule, cancel=self._cancel, context_ids=ids)
-                try:
-                    while True:
-                        _, piece = next(gen)
-                        yield piece
-                except StopIteration as done:
-                    comp = done.value
-                except BaseException:
-                    self._cached_ids = ids[:self._cache.length] if self._cache.length <= len(ids) else []
-                    self._cache.rewind(len(self._cached_ids))
-                    raise
-                # The cache now holds the prompt and every sampled token but the last.
-                self._cached_ids = (ids + comp.raw_ids[0])[:self._cache.length]
+            if getattr(self.model, "remote", False):  # a server holds the KV cache (convsynth.remote)
+                comp = yield from self.model.session_turn(self, self.text + comment_lines(instruction), len(ids),
+                                                          s, self._stop_rule, self._cancel)
+                keep = comp.cached_tokens
+            else:
+                with self.model.lock:
+                    keep = self._reuse(ids)
+                    gen = iter_generation(self.model.model, self.model.tokenizer, self._cache, ids[keep:], s,
+                                          self._stop_rule, cancel=self._cancel, context_ids=ids)
+                    try:
+                        while True:
+                            _, piece = next(gen)
+                            yield piece
+                    except StopIteration as done:
+                        comp = done.value
+                    except BaseException:
+                        self._cached_ids = ids[:self._cache.length] if self._cache.length <= len(ids) else []
+                        self._cache.rewind(len(self._cached_ids))
+                        raise
+                    # The cache now holds the prompt and every sampled token but the last.
+                    self._cached_ids = (ids + comp.raw_ids[0])[:self._cache.length]
             turn = Turn(instruction, comp.texts[0], TurnStats(
                 prefill_tokens=len(ids) - keep, cached_tokens=keep,
                 time_to_first_token=comp.time_to_first_token, decode_tokens_per_s=comp.decode_tokens_per_s,
