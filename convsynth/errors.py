@@ -34,6 +34,10 @@ class GenerationCancelled(ConvsynthError):
     """Generation was stopped by cancel(); the session is left as it was before the turn."""
 
 
+class RemoteError(ConvsynthError, ConnectionError):
+    """A model server (``convsynth.connect``) is down, refused a request, or broke off a reply."""
+
+
 class OptionError(ConvsynthError, ValueError):
     """An option (device, dtype, stop pattern...) has a value convsynth cannot use."""
 

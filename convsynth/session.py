@@ -89,15 +89,17 @@ class Session:
     stop: how a step ends (default 'codegen': next top-level comment, two blank lines, end of text, the
     original truncation rules). overflow: 'error' (default) or 'drop_oldest' when a turn does not fit the
     context window. timeout / memory_limit: the sandbox's limits per step. auto_run: run each step after it
-    is generated. cwd: the folder steps run in (default: the current directory where the session is created, in
-    a notebook the notebook's folder; None: a private scratch folder removed on close). auto_fix: after a
-    generated step fails, try ``fix`` up to this many times."""
+    is generated. network: let steps use the network (default False). isolation: 'auto' (isolate where the
+    platform can, else warn once), 'strict' (refuse to run unisolated) or 'off' (see ``convsynth.isolation``).
+    cwd: the folder steps run in (default: the current directory where the session is created, in a notebook
+    the notebook's folder; None: a private scratch folder removed on close). auto_fix: after a generated step
+    fails, try ``fix`` up to this many times."""
 
     def __init__(self, model, preamble: str = MTPB_PREAMBLE, *, stop: StopSpec = "codegen",
                  overflow: str = "error", timeout: float = 10.0, memory_limit: int | None = 2 * 2**30,
                  auto_run: bool = False, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
-                 top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None,
-                 cwd: str | Path | None = ".", auto_fix: int = 0):
+                 top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None, network: bool = False,
+                 isolation: str = "auto", cwd: str | Path | None = ".", auto_fix: int = 0):
         if overflow not in ("error", "drop_oldest"):
             raise ValueError("overflow must be 'error' or 'drop_oldest'")
         self.cwd = str(Path(cwd).expanduser().resolve()) if cwd is not None else None
@@ -110,6 +112,10 @@ class Session:
                                  repetition_penalty=repetition_penalty, seed=seed)
         self.stop, self._stop_rule = stop, make_stop(stop)
         self.overflow, self.timeout, self.memory_limit, self.auto_run = overflow, timeout, memory_limit, auto_run
+        from .isolation import MODES
+        if isolation not in MODES:
+            raise ValueError(f"isolation must be one of {', '.join(MODES)}")
+        self.network, self.isolation = bool(network), isolation
         self.turns: list[Turn] = []
         self.dropped: list[Turn] = []  # turns dropped from the prompt by overflow='drop_oldest' (kept for export)
         self.preamble_result = None
@@ -182,22 +188,27 @@ class Session:
                 s = dataclasses.replace(s, seed=s.seed + self._draws)
             self._draws += 1
             ids = self._fit(self._tokens(self.text + comment_lines(instruction)), s, instruction)
-            with self.model.lock:
-                keep = self._reuse(ids)
-                gen = iter_generation(self.model.model, self.model.tokenizer, self._cache, ids[keep:], s,
-                                      self._stop_rule, cancel=self._cancel, context_ids=ids)
-                try:
-                    while True:
-                        _, piece = next(gen)
-                        yield piece
-                except StopIteration as done:
-                    comp = done.value
-                except BaseException:
-                    self._cached_ids = ids[:self._cache.length] if self._cache.length <= len(ids) else []
-                    self._cache.rewind(len(self._cached_ids))
-                    raise
-                # The cache now holds the prompt and every sampled token but the last.
-                self._cached_ids = (ids + comp.raw_ids[0])[:self._cache.length]
+            if getattr(self.model, "remote", False):  # a server holds the KV cache (convsynth.remote)
+                comp = yield from self.model.session_turn(self, self.text + comment_lines(instruction), len(ids),
+                                                          s, self._stop_rule, self._cancel)
+                keep = comp.cached_tokens
+            else:
+                with self.model.lock:
+                    keep = self._reuse(ids)
+                    gen = iter_generation(self.model.model, self.model.tokenizer, self._cache, ids[keep:], s,
+                                          self._stop_rule, cancel=self._cancel, context_ids=ids)
+                    try:
+                        while True:
+                            _, piece = next(gen)
+                            yield piece
+                    except StopIteration as done:
+                        comp = done.value
+                    except BaseException:
+                        self._cached_ids = ids[:self._cache.length] if self._cache.length <= len(ids) else []
+                        self._cache.rewind(len(self._cached_ids))
+                        raise
+                    # The cache now holds the prompt and every sampled token but the last.
+                    self._cached_ids = (ids + comp.raw_ids[0])[:self._cache.length]
             turn = Turn(instruction, comp.texts[0], TurnStats(
                 prefill_tokens=len(ids) - keep, cached_tokens=keep,
                 time_to_first_token=comp.time_to_first_token, decode_tokens_per_s=comp.decode_tokens_per_s,
@@ -306,7 +317,8 @@ class Session:
         """The sandbox process this session's steps run in (started on first use)."""
         if self._sandbox is None:
             from .sandbox import Sandbox
-            self._sandbox = Sandbox(timeout=self.timeout, memory_limit=self.memory_limit, cwd=self.cwd)
+            self._sandbox = Sandbox(timeout=self.timeout, memory_limit=self.memory_limit, network=self.network,
+                                    isolation=self.isolation, cwd=self.cwd)
             if self.preamble_result is not None or any(t.result is not None for t in self.turns):
                 self._reset_sandbox()  # a loaded or forked session: bring the namespace back first
         return self._sandbox
@@ -451,6 +463,13 @@ class Session:
         replay += [self._code(t) for t in self.turns if t.result is not None and t.result.ok]
         self._sandbox.restart(replay=replay)
 
+    @property
+    def isolation_info(self) -> str:
+        """What confines this session's steps, in one short line (from the sandbox once it has started)."""
+        from . import isolation
+        sb = self._sandbox
+        return sb.isolation.describe() if sb is not None else isolation.describe(self.isolation, self.network)
+
     def close(self) -> None:
         if self._sandbox is not None:
             self._sandbox.close()
@@ -476,7 +495,8 @@ class Session:
         states = [self._state(t) for t in self.turns]
         counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
         return (f"<convsynth.Session {self.model.name}: {len(states)} step{'' if len(states) == 1 else 's'}"
-                f"{f' ({counts})' if counts else ''}, cwd={self.cwd or 'a private folder'}>")
+                f"{f' ({counts})' if counts else ''}, cwd={self.cwd or 'a private folder'}, "
+                f"sandbox {self.isolation_info}>")
 
     def _repr_html_(self) -> str:
         """The steps and their state as a table (Jupyter shows this for a session at the end of a cell)."""
@@ -488,7 +508,8 @@ class Session:
             rows.append(f"<tr><td>{i}</td><td style='text-align:left'>{what}</td><td>{self._state(t)}</td>"
                         f"<td style='text-align:left'>{err}</td></tr>")
         return (f"<div class='convsynth-session'><b>convsynth session</b> &middot; {escape(self.model.name)} "
-                f"&middot; folder <code>{escape(self.cwd or 'a private folder')}</code>"
+                f"&middot; folder <code>{escape(self.cwd or 'a private folder')}</code> &middot; sandbox "
+                f"{escape(self.isolation_info)}"
                 "<table><thead><tr><th>step</th><th>instruction</th><th>state</th><th>error</th></tr></thead>"
                 f"<tbody>{''.join(rows)}</tbody></table></div>")
 
@@ -500,6 +521,7 @@ class Session:
                 "preamble": self.preamble, "sampling": self.sampling.to_dict(),
                 "stop": self.stop if isinstance(self.stop, (str, list, type(None))) else "custom",
                 "overflow": self.overflow, "timeout": self.timeout, "memory_limit": self.memory_limit,
+                "network": self.network, "isolation": self.isolation,
                 "preamble_result": self.preamble_result.to_dict() if self.preamble_result is not None else None,
                 "turns": [t.to_dict() for t in self.turns]}
 

@@ -191,12 +191,13 @@ def test_to_python_has_one_blank_line_between_steps_and_the_text_keeps_mtpb(make
 
 def test_reprs_list_the_steps_and_their_state(make, tmp_path):
     s = make(cwd=tmp_path)
-    assert repr(s) == f"<convsynth.Session convsynth-tiny: 0 steps, cwd={tmp_path.resolve()}>"
+    assert repr(s) == f"<convsynth.Session convsynth-tiny: 0 steps, cwd={tmp_path.resolve()}, sandbox {s.isolation_info}>"
     s.add_code("x = 1", instruction="Assign <1> to x.")
     s.add_code("1/0")
     s.add_code("y = 2")
     s.run(upto=1)
-    assert repr(s) == f"<convsynth.Session convsynth-tiny: 3 steps (1 ok, 1 error, 1 not run), cwd={tmp_path.resolve()}>"
+    assert repr(s).startswith(f"<convsynth.Session convsynth-tiny: 3 steps (1 ok, 1 error, 1 not run), "
+                              f"cwd={tmp_path.resolve()}, sandbox ")
     html = s._repr_html_()
     assert "Assign &lt;1&gt; to x." in html and "ZeroDivisionError: division by zero" in html
     assert html.count("<tr>") == 4 and "not run" in html and str(tmp_path.resolve()) in html

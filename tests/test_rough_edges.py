@@ -68,16 +68,6 @@ def test_the_installed_command_prints_no_traceback():
     assert out.returncode == 2 and "Traceback" not in out.stderr and out.stderr.count("\n") == 1
 
 
-def test_mtpb_without_data_says_what_to_pass(monkeypatch, tmp_path, capsys):
-    from convsynth import mtpb_check
-    monkeypatch.delenv("CONVSYNTH_MTPB", raising=False)
-    monkeypatch.setattr(mtpb_check, "default_data_path", lambda: tmp_path / "absent.jsonl")
-    assert cli.main(["mtpb", "--problems", "1"]) == 2
-    err = capsys.readouterr().err
-    assert "pass --data PATH/mtpb.jsonl or set CONVSYNTH_MTPB" in err and "shared" not in err
-    assert "../shared" not in mtpb_check._WHERE
-
-
 def test_the_offline_hint_names_hf_download(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConvsynthError, match=r"`hf download Salesforce/codegen-no-such-model --local-dir DIR`"):
