@@ -259,7 +259,7 @@ def test_turn_prefills_only_its_instruction_on_the_packaged_model():
 
 
 def test_run_through_a_step_and_stop_between_steps(tiny, tmp_path):
-    s = Session(tiny[0], timeout=60)
+    s = Session(tiny[0], timeout=60, cwd=tmp_path)  # the step below writes there: writable also when isolated
     s.add_code("x = 1")
     s.add_code("x += 1\nprint(x)")
     s.add_code("print(x * 10)")
