@@ -369,8 +369,9 @@ class Session:
             i = self._index(index)
             old = self.turns[i]
             if old.result is None or old.result.ok:
-                raise SessionError(f"step {i + 1} has not failed ({'it has not run' if old.result is None else 'it ran'}"
-                                   "): there is nothing to fix. Run it first with run().")
+                how = "it has not run" if old.result is None else "it ran"
+                raise SessionError(f"step {i + 1} has not failed ({how}): there is nothing to fix. Run it first "
+                                   "with run().")
             if old.instruction is None or old.data is not None:
                 raise SessionError(f"step {i + 1} was not generated, so it cannot be generated again: change its "
                                    "code or undo it.")

@@ -5,12 +5,12 @@ server and browser helpers are test_browser.py's."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
 import time
 import urllib.request
-import os
 
 import pytest
 
@@ -89,7 +89,8 @@ def server(tmp_path_factory):
         log.close()
 
 
-@pytest.mark.parametrize("front_end, path", [("JupyterLab", "lab/tree/lab.ipynb"), ("Notebook 7", "notebooks/nb7.ipynb")])
+@pytest.mark.parametrize("front_end, path", [("JupyterLab", "lab/tree/lab.ipynb"),
+                                             ("Notebook 7", "notebooks/nb7.ipynb")])
 def test_files_shared_data_fix_and_the_magic(server, front_end, path):
     from playwright.sync_api import expect, sync_playwright
     with sync_playwright() as p:

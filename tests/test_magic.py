@@ -77,5 +77,6 @@ def test_on_colab_the_code_is_printed(ip, capsys, monkeypatch):
     ip.rl_next_input = None
     ip.run_cell_magic("convsynth", "-t 0 -n 8", "Assign 3 to x.")
     out = capsys.readouterr().out
-    assert out.startswith("convsynth: 1 step generated (Colab cannot fill the next cell; copy the code):\n\n# Assign 3 to x.\n")
+    assert out.startswith("convsynth: 1 step generated (Colab cannot fill the next cell; copy the code):\n\n"
+                          "# Assign 3 to x.\n")
     assert ip.rl_next_input is None

@@ -191,7 +191,8 @@ def test_to_python_has_one_blank_line_between_steps_and_the_text_keeps_mtpb(make
 
 def test_reprs_list_the_steps_and_their_state(make, tmp_path):
     s = make(cwd=tmp_path)
-    assert repr(s) == f"<convsynth.Session convsynth-tiny: 0 steps, cwd={tmp_path.resolve()}, sandbox {s.isolation_info}>"
+    assert repr(s) == (f"<convsynth.Session convsynth-tiny: 0 steps, cwd={tmp_path.resolve()}, "
+                       f"sandbox {s.isolation_info}>")
     s.add_code("x = 1", instruction="Assign <1> to x.")
     s.add_code("1/0")
     s.add_code("y = 2")
