@@ -294,3 +294,19 @@ def test_session_keeps_and_shows_its_isolation(tmp_path):
         assert back.isolation_info.startswith("isolated (bubblewrap): network allowed")
         assert back.sandbox.isolation.network is True
     back.close()
+
+
+@needs_isolation
+def test_the_memory_limit_covers_children():
+    """Three children of 200 MB each stay under a 400 MiB limit per process but not together."""
+    with Sandbox(memory_limit=400 * 2**20, timeout=60) as box:
+        assert box.run("x = 41").ok
+        r = step(box, """
+            import subprocess, sys
+            hog = "import time; x = b'x' * (200 * 2**20); time.sleep(3)"
+            children = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(3)]
+            print([c.wait() for c in children])
+        """)
+        # A memory cgroup kills a child (SIGKILL, -9); without one the watchdog stops the whole kernel.
+        assert r.status == "memory" or (r.ok and "-9" in r.stdout), (r.status, r.stdout, r.note)
+        intact(box)
