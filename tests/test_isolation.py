@@ -78,10 +78,11 @@ def test_cannot_read_credentials_in_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     with Sandbox() as box:
         assert box.run("x = 41").ok
+        paths = ["~/.aws/credentials", str(home / ".aws" / "credentials"), str(home / ".ssh" / "id_ed25519")]
         r = step(box, f"""
             import os, glob
             found = []
-            for path in ("~/.aws/credentials", {str(home / '.aws' / 'credentials')!r}, {str(home / '.ssh' / 'id_ed25519')!r}):
+            for path in {paths!r}:
                 try:
                     found.append(open(os.path.expanduser(path)).read())
                 except OSError as e:
