@@ -88,6 +88,22 @@ def _cgroup_base(controller: str) -> str | None:
     return None
 
 
+def _sweep(base: str, age: float = 600.0) -> None:
+    """Remove empty convsynth cgroups left by processes that were killed before they could (rmdir refuses a
+    cgroup that still has processes; `age` spares one a sandbox has just made and not joined yet)."""
+    try:
+        names = [n for n in os.listdir(base) if n.startswith("convsynth-")]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(base, name)
+        try:
+            if time.time() - os.stat(path).st_mtime > age and not _read(f"{path}/cgroup.procs").strip():
+                os.rmdir(path)
+        except OSError:
+            pass
+
+
 def _read(path: str) -> str:
     try:
         with open(path) as f:
@@ -152,6 +168,8 @@ class Isolation:
         # ipykernel would watch JPY_PARENT_PID, a pid of another namespace, and see its parent as gone (pid 1):
         # --die-with-parent does that job here.
         args += ["--chdir", workdir, "--unsetenv", "JPY_PARENT_PID"]
+        if self.made_cgroups and not all(os.path.isdir(c) for c in self.cgroups):
+            self.cleanup()  # removed under us (see _sweep): make them again
         if not self.made_cgroups:  # once per sandbox: a restarted kernel joins the same ones
             self.made_cgroups = True
             limits = {"pids": ("pids.max", MAX_PROCESSES)}
@@ -186,6 +204,7 @@ class Isolation:
             return
         if not os.path.exists(os.path.join(base, name)):  # v1 memory names its limit differently
             name = {"memory.max": "memory.limit_in_bytes"}.get(name, name)
+        _sweep(base)
         made = [c for c in self.cgroups if os.path.dirname(c) == base]  # v2: one directory, every controller
         path = made[0] if made else os.path.join(base, f"convsynth-{uuid.uuid4().hex[:12]}")
         try:

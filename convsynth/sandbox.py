@@ -288,7 +288,8 @@ class Sandbox:
             raise SandboxError("This sandbox is closed; create a new Sandbox.")
         self._starts += 1
         # IPC sockets in our private directory: no TCP ports opened, nothing shared.
-        km = _manager_class(self.isolation.prefix(self._workdir, self._root, self.memory_limit))(transport="ipc", ip=os.path.join(self._root, f"ipc{self._starts}"))
+        prefix = self.isolation.prefix(self._workdir, self._root, self.memory_limit)  # [] when not isolated
+        km = _manager_class(prefix)(transport="ipc", ip=os.path.join(self._root, f"ipc{self._starts}"))
         km.connection_file = os.path.join(self._root, f"kernel{self._starts}.json")
         with open(os.path.join(self._root, "kernel.log"), "ab") as log:  # kernel noise stays out of the notebook
             km.start_kernel(cwd=self._workdir, env=self._env, stdout=log, stderr=log)

@@ -24,8 +24,9 @@ _ALLOWED = [Path(p).resolve() for p in {sys.prefix, sys.base_prefix, sys.exec_pr
 OUTSIDE_READS: list[str] = []
 
 
-def outside_repository(path) -> bool:
-    """True for a path under the repository's parent folder, outside the repository and the allowed places."""
+def outside_repository(path, root: Path | None = None) -> bool:
+    """True for a path under the repository's (`root`'s) parent folder, outside it and the allowed places."""
+    root = root or ROOT
     try:
         p = Path(os.fsdecode(path))
         p = Path(os.path.abspath(p))
@@ -33,7 +34,7 @@ def outside_repository(path) -> bool:
         return False  # a file descriptor, not a path
     def under(base: Path) -> bool:
         return p == base or base in p.parents
-    return under(ROOT.parent) and not under(ROOT) and not any(under(a) for a in _ALLOWED)
+    return under(root.parent) and not under(root) and not any(under(a) for a in _ALLOWED)
 
 
 def _audit(event: str, args: tuple) -> None:

@@ -78,10 +78,11 @@ def test_cannot_read_credentials_in_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     with Sandbox() as box:
         assert box.run("x = 41").ok
+        paths = ["~/.aws/credentials", str(home / ".aws" / "credentials"), str(home / ".ssh" / "id_ed25519")]
         r = step(box, f"""
             import os, glob
             found = []
-            for path in ("~/.aws/credentials", {str(home / '.aws' / 'credentials')!r}, {str(home / '.ssh' / 'id_ed25519')!r}):
+            for path in {paths!r}:
                 try:
                     found.append(open(os.path.expanduser(path)).read())
                 except OSError as e:
@@ -294,3 +295,19 @@ def test_session_keeps_and_shows_its_isolation(tmp_path):
         assert back.isolation_info.startswith("isolated (bubblewrap): network allowed")
         assert back.sandbox.isolation.network is True
     back.close()
+
+
+@needs_isolation
+def test_the_memory_limit_covers_children():
+    """Three children of 200 MB each stay under a 400 MiB limit per process but not together."""
+    with Sandbox(memory_limit=400 * 2**20, timeout=60) as box:
+        assert box.run("x = 41").ok
+        r = step(box, """
+            import subprocess, sys
+            hog = "import time; x = b'x' * (200 * 2**20); time.sleep(3)"
+            children = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(3)]
+            print([c.wait() for c in children])
+        """)
+        # A memory cgroup kills a child (SIGKILL, -9); without one the watchdog stops the whole kernel.
+        assert r.status == "memory" or (r.ok and "-9" in r.stdout), (r.status, r.stdout, r.note)
+        intact(box)

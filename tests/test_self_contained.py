@@ -4,6 +4,7 @@ conftest.py fails any test that opens a file beside the repository (an audit hoo
 catches such a read, and greps the sources for paths that leave the repository (subprocesses and notebooks run in
 other processes, which the hook does not see).
 """
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -44,15 +45,20 @@ def test_the_grep_sees_a_path_outside():
     assert LEAVES.search("Path(__file__).resolve().parents[2]") and not LEAVES.search("parents[1] / 'tests'")
 
 
-def test_the_audit_hook_records_a_read_beside_the_repository():
-    sibling = ROOT.parent / "convsynth-no-such-sibling" / "secret.txt"
-    assert conftest.outside_repository(sibling) and not conftest.outside_repository(ROOT / "README.md")
+def test_the_audit_hook_records_a_read_beside_the_repository(monkeypatch):
+    # A repository as it sits in CI, beside shared/ (wherever this checkout is: in a clone under the temporary
+    # folder, siblings cannot be told from temporary files, and the grep above is what guards).
+    repo = Path("/nonexistent-convsynth-parent/repo")
+    assert conftest.outside_repository(repo.parent / "shared" / "x.json", repo)
+    assert not conftest.outside_repository(repo / "tests" / "x.json", repo)
+    assert not conftest.outside_repository(Path(os.__file__), repo)  # the Python environment is allowed
+    monkeypatch.setattr(conftest, "ROOT", repo)
     seen = len(conftest.OUTSIDE_READS)
     try:
-        open(sibling)  # absent, but the hook sees the attempt
+        open(repo.parent / "shared" / "secret.txt")  # absent, but the hook sees the attempt
     except OSError:
         pass
-    assert conftest.OUTSIDE_READS[seen:] == [str(sibling)]
+    assert conftest.OUTSIDE_READS[seen:] == [str(repo.parent / "shared" / "secret.txt")]
     del conftest.OUTSIDE_READS[seen:]  # this test's own read is the expected one
 
 

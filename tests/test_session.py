@@ -4,6 +4,7 @@ the code matters, the packaged model."""
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -275,7 +276,7 @@ def test_run_through_a_step_and_stop_between_steps(tiny, tmp_path):
     fresh.close()
     assert s.run(upto=-1)[0].stdout == "20\n"
 
-    started = tmp_path / "started"
+    started = Path(s.sandbox.workdir) / "started"  # the step may write only in its working directory
     s.add_code(f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(60)")
     s.add_code("print('after')")
     done = []
