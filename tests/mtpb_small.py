@@ -1,4 +1,4 @@
-"""Two small problems in MTPB's JSON shape, three test cases in all (tests must not read ../shared; the real
+"""Two small problems in MTPB's JSON shape, three test cases in all (tests read nothing beside the repository; the real
 data may be bundled into the package later)."""
 from __future__ import annotations
 
