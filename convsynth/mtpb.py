@@ -1,9 +1,10 @@
 """The MTPB harness: generate every turn of every test case with a Session (so the KV cache is reused across
 turns), check the programs in parallel subprocesses with the original semantics, and report pass rates.
 
-    convsynth mtpb --data ../shared/data/mtpb/mtpb.jsonl --problems 1-10 --out samples.jsonl
+    convsynth mtpb --problems 1-10 --out samples.jsonl
 
-The data is not bundled: pass the path of ``mtpb.jsonl`` (salesforce/CodeGen, codegen1/benchmark/).
+The problems ship with the package (``convsynth/data/mtpb/``, from salesforce/CodeGen, BSD-3-Clause); ``--data`` or
+``$CONVSYNTH_MTPB`` points at another copy of ``mtpb.jsonl``.
 """
 from __future__ import annotations
 
@@ -174,7 +175,7 @@ def format_report(rep: dict) -> str:
 
 def add_arguments(p) -> None:
     p.add_argument("--data", default=os.environ.get("CONVSYNTH_MTPB"),
-                   help="path of mtpb.jsonl (or set CONVSYNTH_MTPB)")
+                   help="path of mtpb.jsonl (default: $CONVSYNTH_MTPB, else the copy bundled with convsynth)")
     p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: the packaged model)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")

@@ -81,12 +81,14 @@ class Session:
     stop: how a step ends (default 'codegen': next top-level comment, two blank lines, end of text, the
     original truncation rules). overflow: 'error' (default) or 'drop_oldest' when a turn does not fit the
     context window. timeout / memory_limit: the sandbox's limits per step. auto_run: run each step after it
-    is generated."""
+    is generated. network: let steps use the network (default False). isolation: 'auto' (isolate where the
+    platform can, else warn once), 'strict' (refuse to run unisolated) or 'off' (see ``convsynth.isolation``)."""
 
     def __init__(self, model, preamble: str = MTPB_PREAMBLE, *, stop: StopSpec = "codegen",
                  overflow: str = "error", timeout: float = 10.0, memory_limit: int | None = 2 * 2**30,
                  auto_run: bool = False, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
-                 top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None):
+                 top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None, network: bool = False,
+                 isolation: str = "auto"):
         if overflow not in ("error", "drop_oldest"):
             raise ValueError("overflow must be 'error' or 'drop_oldest'")
         self.model, self.preamble = model, preamble
@@ -94,6 +96,10 @@ class Session:
                                  repetition_penalty=repetition_penalty, seed=seed)
         self.stop, self._stop_rule = stop, make_stop(stop)
         self.overflow, self.timeout, self.memory_limit, self.auto_run = overflow, timeout, memory_limit, auto_run
+        from .isolation import MODES
+        if isolation not in MODES:
+            raise ValueError(f"isolation must be one of {', '.join(MODES)}")
+        self.network, self.isolation = bool(network), isolation
         self.turns: list[Turn] = []
         self.dropped: list[Turn] = []  # turns dropped from the prompt by overflow='drop_oldest' (kept for export)
         self.preamble_result = None
@@ -295,7 +301,8 @@ class Session:
         """The sandbox process this session's steps run in (started on first use)."""
         if self._sandbox is None:
             from .sandbox import Sandbox
-            self._sandbox = Sandbox(timeout=self.timeout, memory_limit=self.memory_limit)
+            self._sandbox = Sandbox(timeout=self.timeout, memory_limit=self.memory_limit, network=self.network,
+                                    isolation=self.isolation)
             if self.preamble_result is not None or any(t.result is not None for t in self.turns):
                 self._reset_sandbox()  # a loaded or forked session: bring the namespace back first
         return self._sandbox
@@ -329,6 +336,16 @@ class Session:
         replay += [t.code for t in self.turns if t.result is not None and t.result.ok]
         self._sandbox.restart(replay=replay)
 
+    @property
+    def isolation_info(self) -> str:
+        """What confines this session's steps, in one short line (from the sandbox once it has started)."""
+        from . import isolation
+        sb = self._sandbox
+        return sb.isolation.describe() if sb is not None else isolation.describe(self.isolation, self.network)
+
+    def __repr__(self) -> str:
+        return f"<Session: {len(self.turns)} turns, model {self.model.name!r}, sandbox {self.isolation_info}>"
+
     def close(self) -> None:
         if self._sandbox is not None:
             self._sandbox.close()
@@ -353,6 +370,7 @@ class Session:
                 "preamble": self.preamble, "sampling": self.sampling.to_dict(),
                 "stop": self.stop if isinstance(self.stop, (str, list, type(None))) else "custom",
                 "overflow": self.overflow, "timeout": self.timeout, "memory_limit": self.memory_limit,
+                "network": self.network, "isolation": self.isolation,
                 "preamble_result": self.preamble_result.to_dict() if self.preamble_result is not None else None,
                 "turns": [t.to_dict() for t in self.turns]}
 

@@ -29,7 +29,8 @@ def load(cls, path, model):
         sampling = Sampling(**data.get("sampling", {}))
         session = cls(model, data.get("preamble", ""), stop=data.get("stop", "codegen"),
                       overflow=data.get("overflow", "error"), timeout=data.get("timeout", 10.0),
-                      memory_limit=data.get("memory_limit", 2 * 2**30), **sampling.to_dict())
+                      memory_limit=data.get("memory_limit", 2 * 2**30), network=data.get("network", False),
+                      isolation=data.get("isolation", "auto"), **sampling.to_dict())
         for t in data.get("turns", []):
             result = ExecutionResult.from_dict(t["result"]) if t.get("result") else None
             session.turns.append(Turn(t.get("instruction"), t["code"], TurnStats(**t.get("stats", {})), result,
