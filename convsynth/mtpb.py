@@ -77,17 +77,23 @@ def parse_ids(spec: str | None, problems: list[Problem]) -> list[Problem]:
     return [p for p in problems if p.id in wanted]
 
 
-def run(cg, problems: list[Problem], *, samples: int = 1, temperature: float = 0.0, top_p: float = 0.95,
-        seed: int | None = 0, single_turn: bool = False, out: str | Path | None = None, jobs: int = 2,
-        timeout: float = DEFAULT_TIMEOUT, skip_unavailable: bool = True, progress: bool = True) -> dict:
-    """Generate and check every (problem, case, sample); resume from ``out`` (JSONL) if it already holds some.
-    Returns the report (see ``report``)."""
+def read_samples(out: str | Path | None) -> dict[tuple, Sample]:
+    """The samples already in the JSONL file ``out`` (a run resumes from them), keyed by (problem, case, sample)."""
     done: dict[tuple, Sample] = {}
     if out is not None and Path(out).exists():
         for line in Path(out).read_text().splitlines():
             if line.strip():
                 d = json.loads(line)
                 done[(d["problem"], d["case"], d["sample"])] = Sample(**d)
+    return done
+
+
+def run(cg, problems: list[Problem], *, samples: int = 1, temperature: float = 0.0, top_p: float = 0.95,
+        seed: int | None = 0, single_turn: bool = False, out: str | Path | None = None, jobs: int = 2,
+        timeout: float = DEFAULT_TIMEOUT, skip_unavailable: bool = True, progress: bool = True) -> dict:
+    """Generate and check every (problem, case, sample); resume from ``out`` (JSONL) if it already holds some.
+    Returns the report (see ``report``)."""
+    done = read_samples(out)
     todo = [(p, c, k) for p in problems if not (skip_unavailable and p.unavailable)
             for c in range(p.cases) for k in range(samples) if (p.id, c, k) not in done]
     bar = None
@@ -185,6 +191,9 @@ def add_arguments(p) -> None:
     p.add_argument("--jobs", type=int, default=2, help="programs checked in parallel")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
     p.add_argument("--report", default=None, help="write the report as JSON here")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster ('local' starts one here; 'auto' or ray://host:port joins one)")
+    p.add_argument("--replicas", type=int, default=None, help="with --ray: model actors (default: one per GPU)")
     p.add_argument("--server", default=None, help="generate on an OpenAI-compatible server at this URL instead")
     p.add_argument("--api-key", default=None, help="the server's API key")
 
@@ -192,6 +201,16 @@ def add_arguments(p) -> None:
 def main(args) -> int:
     from . import load
     problems = parse_ids(args.problems, load_problems(args.data))
+    if getattr(args, "ray", None):
+        from .mtpb_ray import run as run_on_ray
+        rep = run_on_ray(args.model, problems, address=args.ray, replicas=args.replicas, device=args.device,
+                         dtype=args.dtype, fast=args.fast, samples=args.samples, temperature=args.temperature,
+                         top_p=args.top_p, seed=args.seed, single_turn=args.single_turn, out=args.out,
+                         jobs=args.jobs, timeout=args.timeout)
+        print(format_report(rep))
+        if args.report:
+            Path(args.report).write_text(json.dumps(rep, indent=1))
+        return 0
     if getattr(args, "server", None):
         from .remote import connect
         cg = connect(args.server, model=args.model, api_key=args.api_key)
