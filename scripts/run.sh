@@ -41,6 +41,8 @@ case "$verb" in
         echo "note: bwrap is missing and cannot be installed here (not root); the sandbox runs unisolated and tests/test_isolation.py skips"
       fi
     fi
+    # a fresh venv builds matplotlib's font cache on first import; do it once here, not inside a timed test step
+    "$PY" -c "import matplotlib.pyplot" >/dev/null 2>&1 || true
     export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
     exec "$PY" -m pytest tests notebooks --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider "$@"
     ;;
