@@ -103,6 +103,7 @@ def build_steps(work: Path, seed: int = SEED, n: int = 150000) -> dict:
     np.save(work / "steps_held_mask.npy", np.array([t for d in held for t in d[1]], dtype=bool))
     stats = dict(generator_version=TS.GENERATOR_VERSION, seed=seed + 7, programs=len(starts), heldout_programs=len(held),
                  generated=TS.generate.stats["generated"], rejected=TS.generate.stats["rejected"],
+                 mtpb_overlap=TS.generate.stats["mtpb_overlap"],
                  tokens=len(ids), loss_tokens=int(np.sum(mask)))
     (work / "steps_stats.json").write_text(json.dumps(stats, indent=1))
     log(f"step programs: {json.dumps(stats)}")
