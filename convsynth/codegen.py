@@ -10,7 +10,7 @@ import torch
 
 from . import checkpoint
 from .config import CodeGenConfig
-from .generate import Completion, Sampling, check_prompt, iter_generation
+from .generate import Completion, Sampling, check_prompt, iter_generation, locked_steps
 from .stops import StopSpec, make_stop
 
 
@@ -109,10 +109,9 @@ class CodeGen:
                      top_k=args["top_k"], repetition_penalty=args["repetition_penalty"], seed=args["seed"])
         stop = make_stop(args["stop"])
         ids = self._prompt_ids(prompt, args["truncate_prompt"])
-        with self.lock:
-            cache = self.model.new_cache(batch=1)
-            return (yield from iter_generation(self.model, self.tokenizer, cache, ids, s, stop,
-                                               num_samples=num_samples))
+        cache = self.model.new_cache(batch=1)  # this call's own: only the model is shared, one step at a time
+        return (yield from locked_steps(iter_generation(self.model, self.tokenizer, cache, ids, s, stop,
+                                                        num_samples=num_samples), self.lock))
 
 
 def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",

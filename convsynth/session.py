@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,10 +18,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .errors import ContextWindowError, SessionError
-from .generate import Sampling, iter_generation
+from .generate import Sampling, iter_generation, locked_steps
 from .stops import StopSpec, make_stop
 
 MTPB_PREAMBLE = "# Import libraries.\n\nimport numpy as np\n\n"
+# No token of a CodeGen vocabulary is longer than this many characters (the longest is 66): a text longer than
+# n_positions times this cannot fit the context, and is refused before tokenizing it (that costs ~300 bytes a char).
+MAX_TOKEN_CHARS = 128
 FORMAT = "convsynth-session"
 
 
@@ -60,8 +64,13 @@ def comment_lines(instruction: str | None) -> str:
     problem 17 has such lines), and nothing else is changed, so prompts match the original harness byte for byte."""
     if instruction is None:
         return ""
+    # Every line break Python knows (a lone \r too) starts a new comment line: otherwise text after a \r would
+    # be code in the exported program.
     return "".join((line if line.lstrip().startswith("#") else f"# {line}") + "\n"
-                   for line in instruction.split("\n"))
+                   for line in _LINE_BREAK.split(instruction))
+
+
+_LINE_BREAK = re.compile(r"\r\n|[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -88,7 +97,11 @@ class Session:
                  auto_run: bool = False, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
                  top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None):
         if overflow not in ("error", "drop_oldest"):
-            raise ValueError("overflow must be 'error' or 'drop_oldest'")
+            raise SessionError(f"overflow={overflow!r} must be 'error' or 'drop_oldest'.")
+        if not isinstance(preamble, str):
+            raise SessionError(f"preamble must be a str (\"\" for none), not {type(preamble).__name__}.")
+        from .execution import check_limits  # light: no kernel is started here
+        check_limits(timeout, memory_limit, SessionError)
         self.model, self.preamble = model, preamble
         self.sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                  repetition_penalty=repetition_penalty, seed=seed)
@@ -100,7 +113,10 @@ class Session:
         self._cache = None
         self._cached_ids: list[int] = []  # exactly the ids whose keys/values the cache holds
         self._draws = 0                  # generations so far: seeds each one differently but reproducibly
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()   # held only for short, non-yielding sections; never while a callback runs
+        self._idle = threading.Condition(self._lock)
+        self._turn_in_progress = False   # an ask_stream between its first step and its end
+        self._turn_thread = None         # the thread that last advanced it
         self._cancel = threading.Event()
         self._sandbox = None
         self._ran: list[str] = []         # code that the sandbox has run successfully, in order
@@ -112,6 +128,12 @@ class Session:
         return self.preamble + "".join(t.text for t in self.turns)
 
     def _tokens(self, text: str) -> list[int]:
+        limit = self.model.config.n_positions * MAX_TOKEN_CHARS
+        if len(text) > limit:
+            raise ContextWindowError(
+                f"the session text has {len(text)} characters, more than a context window of "
+                f"{self.model.config.n_positions} tokens can hold (at most {limit}): undo or edit earlier turns, "
+                "or use overflow='drop_oldest'.")
         return self.model.tokenizer.encode(text)
 
     def _reuse(self, ids: list[int]) -> int:
@@ -157,51 +179,101 @@ class Session:
 
     def ask_stream(self, instruction: str, *, run: bool | None = None, expect_output: str | None = None,
                    check: str | None = None, **overrides) -> Iterator[str]:
-        """Like ``ask`` but a generator of code pieces; its return value (StopIteration.value) is the Turn."""
+        """Like ``ask`` but a generator of code pieces; its return value (StopIteration.value) is the Turn.
+        No lock is held while it is suspended: it may be finished in another thread, or closed half-way (the
+        session is then as before the turn)."""
         instruction = self._check_instruction(instruction)
         s = self.sampling.replace(**overrides)
         with self._lock:
+            self._wait_idle()
             self._cancel.clear()
             if s.seed is not None:
                 s = dataclasses.replace(s, seed=s.seed + self._draws)
-            self._draws += 1
+            self._bound_text(instruction)
             ids = self._fit(self._tokens(self.text + comment_lines(instruction)), s, instruction)
-            with self.model.lock:
-                keep = self._reuse(ids)
-                gen = iter_generation(self.model.model, self.model.tokenizer, self._cache, ids[keep:], s,
-                                      self._stop_rule, cancel=self._cancel, context_ids=ids)
-                try:
-                    while True:
+            self._draws += 1
+            keep = self._reuse(ids)
+            self._turn_in_progress, self._turn_thread = True, threading.get_ident()
+        try:
+            gen = locked_steps(iter_generation(self.model.model, self.model.tokenizer, self._cache, ids[keep:], s,
+                                               self._stop_rule, cancel=self._cancel, context_ids=ids),
+                               self.model.lock)
+            try:
+                while True:
+                    self._turn_thread = threading.get_ident()
+                    try:
                         _, piece = next(gen)
-                        yield piece
-                except StopIteration as done:
-                    comp = done.value
-                except BaseException:
-                    self._cached_ids = ids[:self._cache.length] if self._cache.length <= len(ids) else []
-                    self._cache.rewind(len(self._cached_ids))
-                    raise
+                    except StopIteration as done:
+                        comp = done.value
+                        break
+                    yield piece
+            except BaseException:
+                self._cached_ids = ids[:self._cache.length] if self._cache.length <= len(ids) else []
+                self._cache.rewind(len(self._cached_ids))
+                raise
+            with self._lock:
                 # The cache now holds the prompt and every sampled token but the last.
                 self._cached_ids = (ids + comp.raw_ids[0])[:self._cache.length]
-            turn = Turn(instruction, comp.texts[0], TurnStats(
-                prefill_tokens=len(ids) - keep, cached_tokens=keep,
-                time_to_first_token=comp.time_to_first_token, decode_tokens_per_s=comp.decode_tokens_per_s,
-                generated_tokens=comp.generated_tokens, finish_reason=comp.finish_reasons[0]),
-                expect_output=expect_output, check=check)
-            self.turns.append(turn)
-            self._sync_cache()  # tokens that were generated but cut (and boundary tokens) leave the cache
+                turn = Turn(instruction, comp.texts[0], TurnStats(
+                    prefill_tokens=len(ids) - keep, cached_tokens=keep,
+                    time_to_first_token=comp.time_to_first_token, decode_tokens_per_s=comp.decode_tokens_per_s,
+                    generated_tokens=comp.generated_tokens, finish_reason=comp.finish_reasons[0]),
+                    expect_output=expect_output, check=check)
+                self.turns.append(turn)
+                self._sync_cache()  # tokens that were generated but cut (and boundary tokens) leave the cache
+        finally:
+            with self._lock:
+                self._turn_in_progress, self._turn_thread = False, None
+                self._idle.notify_all()
         if (run if run is not None else self.auto_run) and turn.stats.finish_reason != "cancelled":
             self.run()  # a cancelled turn is not run: the user stopped it
         return turn
+
+    def _wait_idle(self) -> None:
+        """With the lock held: wait until no turn is being generated. A turn suspended in this very thread can
+        never finish while we wait (a callback of it, or a second stream zipped with it): that is an error."""
+        while self._turn_in_progress:
+            if self._turn_thread == threading.get_ident():
+                raise SessionError("this session is in the middle of a turn (an ask_stream that is not finished, "
+                                   "or a callback of it): finish or close() that stream first.")
+            self._idle.wait()
 
     def _check_instruction(self, instruction) -> str:
         if not isinstance(instruction, str):
             raise TypeError(f"instruction must be a str, not {type(instruction).__name__}")
         if not instruction.strip():
             raise SessionError("the instruction is empty: say in words what the next step should do.")
-        return instruction.strip("\r\n")  # spaces stay: MTPB prompts keep theirs
+        return "\n".join(_LINE_BREAK.split(instruction)).strip("\n")  # spaces stay: MTPB prompts keep theirs
+
+    def _bound_text(self, instruction: str) -> None:
+        """With overflow='drop_oldest', drop the oldest turns while the text is too long to be tokenized at all."""
+        limit = self.model.config.n_positions * MAX_TOKEN_CHARS
+        while self.overflow == "drop_oldest" and self.turns and \
+                len(self.text) + len(comment_lines(instruction)) > limit:
+            self.dropped.append(self.turns.pop(0))
+
+    def _check_turn(self, prefix: str, instruction: str, overrides: dict) -> None:
+        """Everything ``ask`` would refuse for a turn after ``prefix``, checked before edit/regenerate drop turns."""
+        s = self.sampling.replace(**{k: v for k, v in overrides.items()
+                                     if k not in ("on_text", "run", "expect_output", "check")})
+        n = self.model.config.n_positions
+        if self.overflow == "drop_oldest":
+            prefix = self.preamble
+        used = len(self._tokens(prefix + comment_lines(instruction)))
+        if used + s.max_new_tokens > n:
+            raise ContextWindowError(f"this turn does not fit the context window: {used} of {n} tokens and up "
+                                     f"to {s.max_new_tokens} new ones. Shorten the instruction or lower "
+                                     "max_new_tokens; no turn was changed.")
 
     def _fit(self, ids: list[int], s: Sampling, instruction: str) -> list[int]:
         n = self.model.config.n_positions
+        if self.overflow == "drop_oldest" and len(ids) + s.max_new_tokens > n:
+            alone = len(self._tokens(self.preamble + comment_lines(instruction)))  # no turn dropped if hopeless
+            if alone + s.max_new_tokens > n:
+                raise ContextWindowError(
+                    f"this turn cannot fit even with every earlier turn dropped: the preamble and the instruction "
+                    f"use {alone} of {n} tokens and it asks for up to {s.max_new_tokens} new ones. Shorten the "
+                    "instruction or lower max_new_tokens.")
         while len(ids) + s.max_new_tokens > n:
             if self.overflow == "drop_oldest" and self.turns:
                 self.dropped.append(self.turns.pop(0))
@@ -224,14 +296,19 @@ class Session:
         """Append a step written by hand (the model sees it from the next turn on)."""
         if not isinstance(code, str) or not code.strip():
             raise SessionError("add_code needs some code.")
+        if instruction is not None and not isinstance(instruction, str):
+            raise SessionError(f"instruction must be a str or None, not {type(instruction).__name__}.")
         with self._lock:
-            turn = Turn(instruction.strip() if instruction else None, code.rstrip("\n") + "\n")
+            self._wait_idle()
+            turn = Turn(self._check_instruction(instruction) if instruction and instruction.strip() else None,
+                        code.rstrip("\n") + "\n")
             self.turns.append(turn)
         return turn
 
     def undo(self) -> Turn:
         """Drop the last turn and rewind the cache (nothing is recomputed); the sandbox forgets it too."""
         with self._lock:
+            self._wait_idle()
             if not self.turns:
                 raise SessionError("nothing to undo: the session has no turns.")
             turn = self.turns.pop()
@@ -245,7 +322,9 @@ class Session:
         prefix before it is reused."""
         instruction = self._check_instruction(instruction)
         with self._lock:
+            self._wait_idle()
             i = self._index(index)
+            self._check_turn(self.preamble + "".join(t.text for t in self.turns[:i]), instruction, kw)
             dropped, self.turns = self.turns[i:], self.turns[:i]
             self._sync_cache()
             if any(t.result is not None for t in dropped):
@@ -255,11 +334,13 @@ class Session:
     def regenerate(self, **kw) -> Turn:
         """Generate the last turn again (a new sample unless decoding is greedy)."""
         with self._lock:
+            self._wait_idle()
             if not self.turns:
                 raise SessionError("nothing to regenerate: the session has no turns.")
             last = self.turns[-1]
             if last.instruction is None:
                 raise SessionError("the last step was written by hand; there is nothing to regenerate.")
+            self._check_turn(self.preamble + "".join(t.text for t in self.turns[:-1]), last.instruction, kw)
             self.undo()
             return self.ask(last.instruction, expect_output=last.expect_output, check=last.check, **kw)
 
@@ -275,11 +356,13 @@ class Session:
             n = len(self.turns) if at is None else (self._index(at) if at < len(self.turns) else len(self.turns))
             new = Session.__new__(Session)
             new.__dict__.update({k: v for k, v in self.__dict__.items()
-                                 if k not in ("_lock", "_cancel", "_sandbox", "_cache", "_ran", "turns")})
+                                 if k not in ("_lock", "_idle", "_cancel", "_sandbox", "_cache", "_ran", "turns")})
             new._lock, new._cancel, new._sandbox, new._ran = threading.RLock(), threading.Event(), None, []
+            new._idle, new._turn_in_progress, new._turn_thread = threading.Condition(new._lock), False, None
             new.turns = [dataclasses.replace(t, stats=dataclasses.replace(t.stats)) for t in self.turns[:n]]
-            new.dropped = list(self.dropped)
-            new._cache = self._cache.fork() if self._cache is not None else None
+            new.dropped = [dataclasses.replace(t, stats=dataclasses.replace(t.stats)) for t in self.dropped]
+            with self.model.lock:  # a turn in progress in another thread writes the cache between its steps
+                new._cache = self._cache.fork() if self._cache is not None else None
             new._cached_ids = list(self._cached_ids)
             new._sync_cache()
             return new
@@ -299,20 +382,31 @@ class Session:
         """Run the steps not yet run, in order, through step ``upto`` (an index into ``turns``; all by default).
         Returns their ExecutionResults (each also on its Turn). ``cancel()`` from another thread interrupts the
         running step and runs no further ones; the steps not reached keep ``result`` None."""
+        if timeout is not None:
+            from .execution import check_limits
+            check_limits(timeout, None, SessionError)
         with self._lock:
+            self._wait_idle()
             self._cancel.clear()
             results = []
             n = len(self.turns)
-            if upto is not None and not -n <= upto < n:
-                raise SessionError(f"there is no step {upto} to run up to: the session has {n} steps.")
-            if self.preamble.strip() and self.preamble_result is None:
+            if upto is not None and (not isinstance(upto, int) or not -n <= upto < n):
+                raise SessionError(f"there is no step {upto!r} to run up to: the session has {n} steps.")
+            # A preamble that failed, timed out or was cancelled runs again: every step depends on it.
+            if self.preamble.strip() and (self.preamble_result is None or not self.preamble_result.ok):
                 self.preamble_result = self.sandbox.run(self.preamble, timeout=timeout)
-            for turn in self.turns[:n if upto is None else upto % n + 1]:
+            pre = self.preamble_result
+            missing = "" if pre is None or pre.ok else \
+                f"The preamble did not run ({pre.status}: {pre.error or pre.note}), so its names are missing."
+            # Dropped turns left the prompt, not the program: they run first.
+            for turn in self.dropped + self.turns[:n if upto is None else upto % n + 1]:
                 if self._cancel.is_set():
                     break
                 if turn.result is None:
                     turn.result = self.sandbox.run(turn.code, timeout=timeout, expect_output=turn.expect_output,
                                                    check=turn.check)
+                    if missing:
+                        turn.result.note = f"{missing} {turn.result.note}".strip()
                     results.append(turn.result)
             return results
 
@@ -321,7 +415,7 @@ class Session:
         if self._sandbox is None:
             return
         replay = [self.preamble] if self.preamble_result is not None and self.preamble_result.ok else []
-        replay += [t.code for t in self.turns if t.result is not None and t.result.ok]
+        replay += [t.code for t in self.dropped + self.turns if t.result is not None and t.result.ok]
         self._sandbox.restart(replay=replay)
 
     def close(self) -> None:
@@ -337,8 +431,8 @@ class Session:
 
     # ---- saving and export -------------------------------------------------------------------------------
     def to_python(self) -> str:
-        """The program so far: the preamble and every step with its instruction as a comment."""
-        return self.text.rstrip("\n") + "\n"
+        """The program so far: the preamble and every step (dropped ones too) with its instruction as a comment."""
+        return (self.preamble + "".join(t.text for t in self.dropped + self.turns)).rstrip("\n") + "\n"
 
     def to_dict(self) -> dict:
         cfg = self.model.config
@@ -346,23 +440,25 @@ class Session:
                 "model": {"name": self.model.name, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer,
                           "n_head": cfg.n_head, "vocab_size": cfg.vocab_size},
                 "preamble": self.preamble, "sampling": self.sampling.to_dict(),
-                "stop": self.stop if isinstance(self.stop, (str, list, type(None))) else "custom",
+                # a callable cannot be saved: a marker, so that load does not read its name as a regex
+                "stop": self.stop if isinstance(self.stop, (str, list, type(None))) else
+                {"callable": getattr(self.stop, "__qualname__", type(self.stop).__name__)},
                 "overflow": self.overflow, "timeout": self.timeout, "memory_limit": self.memory_limit,
                 "preamble_result": self.preamble_result.to_dict() if self.preamble_result is not None else None,
-                "turns": [t.to_dict() for t in self.turns]}
+                "turns": [t.to_dict() for t in self.turns], "dropped": [t.to_dict() for t in self.dropped]}
 
     def save(self, path: str | Path) -> Path:
         """Write the session as JSON (model, settings, turns, execution results)."""
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
-        return path
+        from . import session_io
+        return session_io.write_atomic(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
-    def load(cls, path: str | Path, model) -> "Session":
+    def load(cls, path: str | Path, model, *, stop: StopSpec | None = None) -> "Session":
         """Restore a saved session onto ``model`` (which must have the same shape as the one that made it).
-        Steps that ran are replayed in the sandbox on the next run."""
+        Steps that ran are replayed in the sandbox on the next run. ``stop``: the stop rule, needed when the session
+        was saved with a callable one (which cannot be saved)."""
         from . import session_io
-        return session_io.load(cls, path, model)
+        return session_io.load(cls, path, model, stop=stop)
 
     def to_notebook(self, path: str | Path) -> Path:
         """Write an .ipynb: a markdown cell per instruction and a code cell per step, with their outputs."""

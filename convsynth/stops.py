@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterable, Union
 
+from .errors import SamplingError
+
 StopRule = Callable[[str], Union[int, None]]
 StopSpec = Union[None, str, Iterable[str], StopRule]
 
@@ -113,14 +115,15 @@ def make_stop(stop: StopSpec) -> StopRule | None:
         return None
     if callable(stop):
         return stop
-    if isinstance(stop, str):
-        return PRESETS.get(stop) or regex_stop([stop])
-    patterns = list(stop)
+    if isinstance(stop, str) and stop in PRESETS:
+        return PRESETS[stop]
+    patterns = [stop] if isinstance(stop, str) else list(stop) if isinstance(stop, (list, tuple)) else [None]
     if not all(isinstance(p, str) for p in patterns):
-        raise TypeError("stop must be None, a preset name, a regex string, a list of regex strings or a callable")
+        raise SamplingError("stop must be None, a preset name, a regex string, a list of regex strings or a "
+                            "callable.")
     for p in patterns:
         try:
             re.compile(p)
         except re.error as e:
-            raise ValueError(f"stop pattern {p!r} is not a valid regular expression: {e}") from None
+            raise SamplingError(f"stop pattern {p!r} is not a valid regular expression: {e}.") from None
     return regex_stop(patterns)
