@@ -102,6 +102,10 @@ class Session:
             raise SessionError(f"preamble must be a str (\"\" for none), not {type(preamble).__name__}.")
         from .execution import check_limits  # light: no kernel is started here
         check_limits(timeout, memory_limit, SessionError)
+        if len(model.tokenizer) > model.config.vocab_size:  # text ids past the embedding rows: IndexError later
+            raise SessionError(f"this model has {model.config.vocab_size} embedding rows but its tokenizer "
+                               f"{len(model.tokenizer)} tokens: it can take token ids, not text. Load a checkpoint "
+                               "whose vocab_size covers the tokenizer.")
         self.model, self.preamble = model, preamble
         self.sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                  repetition_penalty=repetition_penalty, seed=seed)
@@ -169,13 +173,16 @@ class Session:
         """Append ``# instruction``, generate the step's code and append it. ``on_text`` gets the code as it
         is decoded. ``overrides``: sampling settings for this turn only. Returns the Turn."""
         gen = self.ask_stream(instruction, run=run, expect_output=expect_output, check=check, **overrides)
-        while True:
-            try:
-                piece = next(gen)
-            except StopIteration as done:
-                return done.value
-            if on_text is not None:
-                on_text(piece)
+        try:
+            while True:
+                try:
+                    piece = next(gen)
+                except StopIteration as done:
+                    return done.value
+                if on_text is not None:
+                    on_text(piece)
+        finally:
+            gen.close()  # a callback that raised ends the turn now, not when its traceback is collected
 
     def ask_stream(self, instruction: str, *, run: bool | None = None, expect_output: str | None = None,
                    check: str | None = None, **overrides) -> Iterator[str]:
