@@ -26,6 +26,10 @@ class SamplingError(ConvsynthError, ValueError):
     """Sampling settings are out of range."""
 
 
+class UsageError(ConvsynthError, ValueError):
+    """An argument (a command-line flag, a problem range...) is out of range or malformed."""
+
+
 class SessionError(ConvsynthError):
     """A session operation cannot be done (bad index, nothing to undo, wrong model...)."""
 
