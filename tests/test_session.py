@@ -504,3 +504,26 @@ def test_unreadable_session_paths(session, tmp_path):
     deep.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(SessionError, match="nested too deeply|not valid JSON"):
         Session.load(deep, session.model)
+
+
+def test_limits_are_refused_when_the_session_is_made(tiny):
+    with pytest.raises(SessionError, match="memory_limit=10 must be a number of bytes"):
+        Session(tiny[0], memory_limit=10)
+    with pytest.raises(SessionError, match="timeout=-1"):
+        Session(tiny[0], timeout=-1)
+    with pytest.raises(SessionError, match="timeout=-2"):
+        Session(tiny[0]).run(timeout=-2)
+    with pytest.raises(SessionError, match="overflow="):
+        Session(tiny[0], overflow="drop_newest")
+
+
+def test_a_dropped_session_does_not_freeze_the_process(checkpoints):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    code = ("import gc, sys, convsynth\ncg = convsynth.load(sys.argv[1], fast=False)\n"
+            "s = convsynth.Session(cg); s.add_code('x = 1'); s.run(); pid = s.sandbox.pid\n"
+            "s = None; gc.collect()\nprint('collected', pid, flush=True)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(checkpoints("tiny")[0])], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("collected"), out.stderr[-2000:]
