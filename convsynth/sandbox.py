@@ -52,15 +52,16 @@ _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 # children). A thread rather than prctl(PR_SET_PDEATHSIG): that signal fires when the *thread* that started the
 # kernel ends, and kernels are often started from a short-lived background thread (the widget's).
 _WATCHDOG = """
-def _convsynth_watchdog(parent, root):
+def _convsynth_watchdog(root):
     import os, shutil, signal, threading, time
+    parent = os.getppid()  # whoever started us (our host, or the process that wraps the kernel), seen from here
     def watch():
         while os.getppid() == parent:
             time.sleep(0.5)
         shutil.rmtree(root, ignore_errors=True)
         os.killpg(os.getpgid(0), signal.SIGKILL)
     threading.Thread(target=watch, name="convsynth-parent-watch", daemon=True).start()
-_convsynth_watchdog({parent}, {root!r})
+_convsynth_watchdog({root!r})
 del _convsynth_watchdog
 """
 
@@ -313,7 +314,7 @@ class Sandbox:
             raise SandboxError(f"The sandbox kernel did not start ({e}); see {self._root}/kernel.log.") from e
         setup = (_SET_LIMIT.format(n=self.memory_limit) if self.memory_limit else "") + \
             "get_ipython().run_line_magic('xmode', 'Plain')\nget_ipython().run_line_magic('colors', 'nocolor')\n" + \
-            _WATCHDOG.format(parent=os.getpid(), root=self._root)
+            _WATCHDOG.format(root=self._root)
         out = self._execute(setup, 60, None, silent=True, cancellable=False)  # short, plain tracebacks
         if out.how != "done" or out.reply.get("status") != "ok":
             self._shutdown()
