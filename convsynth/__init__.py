@@ -2,6 +2,7 @@
 
     import convsynth
     cg = convsynth.load()                      # the small packaged model; or a directory / hub id
+    # or a model on a server: cg = convsynth.connect("http://127.0.0.1:8000", model=...)
     print(cg.complete("def add(a, b):", temperature=0))
     s = convsynth.Session(cg)
     turn = s.ask("Assign 3 to x.")
@@ -13,7 +14,7 @@ from .errors import (CheckpointError, ConfigError, ContextWindowError, Convsynth
                      SamplingError, SessionError)
 
 __version__ = "0.1.0"
-__all__ = ["load", "CodeGen", "Session", "ui", "CodeGenConfig", "PRESETS", "ConvsynthError", "CheckpointError",
+__all__ = ["load", "connect", "CodeGen", "Session", "ui", "CodeGenConfig", "PRESETS", "ConvsynthError", "CheckpointError",
            "ConfigError", "ContextWindowError", "SamplingError", "SessionError", "GenerationCancelled"]
 
 
@@ -22,6 +23,9 @@ def __getattr__(name):
     if name in ("load", "CodeGen"):
         from . import codegen
         return getattr(codegen, name)
+    if name == "connect":
+        from .remote import connect
+        return connect
     if name in ("Session", "Turn"):
         from . import session
         return getattr(session, name)

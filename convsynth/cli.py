@@ -1,4 +1,4 @@
-"""The ``convsynth`` command: complete, demo, mtpb, convert, bench."""
+"""The ``convsynth`` command: complete, demo, mtpb, convert, export, serve, bench."""
 from __future__ import annotations
 
 import argparse
@@ -96,6 +96,19 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export
+    src = None if args.src == "packaged" else args.src
+    out = export(src, args.dst, format=args.format, dtype=args.dtype, revision=args.revision)
+    print(f"wrote {out} ({args.format})")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .serve import main as serve_main
+    return serve_main(args)
+
+
 def cmd_mtpb(args) -> int:
     from .mtpb import main as mtpb_main
     return mtpb_main(args)
@@ -136,6 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: keep)")
     p.add_argument("--revision", default=None)
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("export", help="write a checkpoint for serving engines: gptj (vLLM, SGLang, TGI) or codegen")
+    p.add_argument("src", help="checkpoint directory, hub id, or 'packaged' for the packaged model")
+    p.add_argument("dst")
+    p.add_argument("--format", default="gptj", choices=["gptj", "codegen"])
+    p.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: keep)")
+    p.add_argument("--revision", default=None)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible API (for convsynth.connect)")
+    from .serve import add_arguments as serve_arguments
+    serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("mtpb", help="run the Multi-Turn Programming Benchmark")
     from_mtpb = _mtpb_flags(p)

@@ -36,3 +36,7 @@ class SessionError(ConvsynthError):
 
 class GenerationCancelled(ConvsynthError):
     """Generation was stopped by cancel(); the session is left as it was before the turn."""
+
+
+class RemoteError(ConvsynthError, ConnectionError):
+    """A model server (``convsynth.connect``) is down, refused a request, or broke off a reply."""

@@ -92,6 +92,11 @@ def _exit_words(code: int | None) -> str:
             return f"signal {signal.Signals(-code).name}"
         except ValueError:
             return f"signal {-code}"
+    if code is not None and 128 < code < 128 + signal.NSIG:  # a shell or bubblewrap reports a signal as 128 + n
+        try:
+            return f"signal {signal.Signals(code - 128).name} (exit code {code})"
+        except ValueError:
+            pass
     return f"exit code {code}"
 
 

@@ -1,9 +1,10 @@
 """The MTPB harness: generate every turn of every test case with a Session (so the KV cache is reused across
 turns), check the programs in parallel subprocesses with the original semantics, and report pass rates.
 
-    convsynth mtpb --data ../shared/data/mtpb/mtpb.jsonl --problems 1-10 --out samples.jsonl
+    convsynth mtpb --problems 1-10 --out samples.jsonl
 
-The data is not bundled: pass the path of ``mtpb.jsonl`` (salesforce/CodeGen, codegen1/benchmark/).
+The problems ship with the package (``convsynth/data/mtpb/``, from salesforce/CodeGen, BSD-3-Clause); ``--data`` or
+``$CONVSYNTH_MTPB`` points at another copy of ``mtpb.jsonl``.
 """
 from __future__ import annotations
 
@@ -196,7 +197,7 @@ def format_report(rep: dict) -> str:
 
 def add_arguments(p) -> None:
     p.add_argument("--data", default=os.environ.get("CONVSYNTH_MTPB"),
-                   help="path of mtpb.jsonl (or set CONVSYNTH_MTPB)")
+                   help="path of mtpb.jsonl (default: $CONVSYNTH_MTPB, else the copy bundled with convsynth)")
     p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: the packaged model)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
@@ -212,6 +213,8 @@ def add_arguments(p) -> None:
     p.add_argument("--jobs", type=int, default=2, help="programs checked in parallel")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
     p.add_argument("--report", default=None, help="write the report as JSON here")
+    p.add_argument("--server", default=None, help="generate on an OpenAI-compatible server at this URL instead")
+    p.add_argument("--api-key", default=None, help="the server's API key")
 
 
 def _check_args(args) -> None:
@@ -234,7 +237,11 @@ def main(args) -> int:
     from . import load
     _check_args(args)
     problems = parse_ids(args.problems, load_problems(args.data))
-    cg = load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
+    if getattr(args, "server", None):
+        from .remote import connect
+        cg = connect(args.server, model=args.model, api_key=args.api_key)
+    else:
+        cg = load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
     rep = run(cg, problems, samples=args.samples, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
               single_turn=args.single_turn, out=args.out, jobs=args.jobs, timeout=args.timeout)
     print(format_report(rep))

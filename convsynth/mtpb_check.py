@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -41,7 +42,8 @@ DEFAULT_TIMEOUT = 20.0            # seconds per program, as in the original
 DEFAULT_MEMORY_LIMIT = 2 * 2**30
 KILL_GRACE = 5.0                  # the process is killed this long after the in-script alarm (startup, stuck C code)
 MTPB_SHA256 = "3ab79ddb160f484a63491330ba72204930d56cc946f7c0c5fb469622a941f89c"
-_WHERE = ("In this project the file is ../shared/data/mtpb/mtpb.jsonl (next to the repository); the original is "
+DATA_PATH = Path(__file__).resolve().parent / "data" / "mtpb" / "mtpb.jsonl"  # bundled, with SOURCE.md and LICENSE
+_WHERE = ("convsynth ships the file as convsynth/data/mtpb/mtpb.jsonl; the original is "
           "codegen1/benchmark/mtpb.jsonl in the public salesforce/CodeGen repository (BSD-3-Clause).")
 _NEEDS = {"pandas": re.compile(r"\bpandas\b|\bdataframe\b", re.I), "sklearn": re.compile(r"\bsklearn\b|scikit", re.I)}
 _CSV = re.compile(r"[\w./-]+\.csv\b")
@@ -128,11 +130,9 @@ class Problem:
 
 
 def default_data_path() -> Path:
-    """``$CONVSYNTH_MTPB`` if set, else ``shared/data/mtpb/mtpb.jsonl`` next to the repository."""
+    """``$CONVSYNTH_MTPB`` if set, else the copy bundled with the package (``DATA_PATH``)."""
     env = os.environ.get("CONVSYNTH_MTPB")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "mtpb" / "mtpb.jsonl"
+    return Path(env) if env else DATA_PATH
 
 
 def load_problems(path: str | os.PathLike | None = None) -> list[Problem]:
@@ -327,13 +327,17 @@ def _run_check(program, expected, timeout, strict):
 
 _RUNTIME = (_CheckTimeout, _OutputTail, equivalent, add_final_print, _run_check)
 _runtime_source: str | None = None
+_runtime_lock = threading.Lock()
 
 
 def _runtime() -> str:
+    # Built once, under a lock: inspect.getsource parses the module with ast, and CPython 3.11's parser is not
+    # safe to run from several threads at once (SystemError: AST constructor recursion depth mismatch).
     global _runtime_source
-    if _runtime_source is None:
-        _runtime_source = "\n\n".join(inspect.getsource(obj) for obj in _RUNTIME)
-    return _runtime_source
+    with _runtime_lock:
+        if _runtime_source is None:
+            _runtime_source = "\n\n".join(inspect.getsource(obj) for obj in _RUNTIME)
+        return _runtime_source
 
 
 def _json_literal(value: Any) -> str:

@@ -8,15 +8,16 @@ that succeeded are replayed quietly, so later steps still see earlier variables.
 `run_script` (execution.py, re-exported here) runs one program in a fresh plain subprocess with
 the same limits, for harnesses that run many programs side by side.
 
-What this does NOT protect against: it is a separate process with limits for runaway or
-crashing code, not a security boundary. Code run here has the user's permissions: it can
-read, write and delete the user's files, use the network, read environment variables, and
-start other processes (which may escape the limits). Run only code you would run yourself.
+Isolation (isolation.py): on Linux with bubblewrap the kernel runs in its own namespaces: no
+network (unless network=True), writes only to its working directory and a private /tmp, sees
+none of the user's files outside the working directory, only its own processes, with a process
+and a file-size limit. Where that is not available it warns once and runs with the user's
+rights (isolation="strict" refuses instead). The environment is an allow-list either way.
 
 Memory is limited with RLIMIT_DATA (heap, anonymous mappings, thread stacks), not RLIMIT_AS:
 an idle ipykernel already reserves ~0.8 GB of address space, so 2 GiB of address space would
-leave about 1 GiB for data. A watchdog on the kernel's resident memory backs it up. Both
-cover the kernel process only, not processes it starts.
+leave about 1 GiB for data. A watchdog on the resident memory of the kernel and every process
+it started backs it up.
 """
 from __future__ import annotations
 
@@ -35,10 +36,11 @@ import weakref
 from dataclasses import dataclass, field
 
 from .execution import (  # noqa: F401 -- run_script, STATUSES: re-exported
-    _SET_LIMIT, STATUSES, ExecutionResult, SandboxError, _exit_words, _gib, _kill_group, _proc_memory, _short,
+    _SET_LIMIT, STATUSES, ExecutionResult, SandboxError, _exit_words, _gib, _kill_group, _short,
     check_limits, run_script,
 )
 from .errors import describe
+from .isolation import Isolation
 
 KERNEL_CMD = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 _MAX_OUTPUTS = 100  # rich outputs kept per step
@@ -121,8 +123,8 @@ class _Handle:
     """What must be cleaned up even if a Sandbox is never closed (weakref.finalize holds this). Nothing here may
     block: a finalizer runs inside the garbage collector, in whatever thread allocated at that moment."""
 
-    def __init__(self, root: str):
-        self.root, self.proc, self.context = root, None, None
+    def __init__(self, root: str, isolation: Isolation):
+        self.root, self.proc, self.isolation, self.context = root, None, isolation, None
         self.clients = ()  # the kernel manager and client: kept alive here so that their sockets stay closable
 
     def close_sockets(self) -> None:
@@ -146,10 +148,11 @@ class _Handle:
     def cleanup(self) -> None:
         self.close_sockets()
         self.kill()
+        self.isolation.cleanup()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _manager_class():
+def _manager_class(prefix: list[str]):
     # Imported here: `import convsynth` must work without Jupyter installed.
     from jupyter_client import KernelManager
     from jupyter_client.kernelspec import KernelSpec
@@ -159,7 +162,9 @@ def _manager_class():
 
         @property
         def kernel_spec(self):
-            return KernelSpec(argv=KERNEL_CMD, display_name="convsynth sandbox", language="python")
+            # Isolated, the process we start is bubblewrap, which must not get SIGINT: interrupts go as messages.
+            return KernelSpec(argv=prefix + KERNEL_CMD, display_name="convsynth sandbox", language="python",
+                              interrupt_mode="message" if prefix else "signal")
 
     return _Manager
 
@@ -174,15 +179,21 @@ class Sandbox:
     interrupt_grace = 2.0  # seconds code gets to stop after SIGINT before the process is restarted
 
     def __init__(self, *, timeout: float = 10.0, memory_limit: int | None = 2 * 2**30,
-                 max_output: int = 100_000, cwd: str | None = None, env: dict | None = None):
+                 max_output: int = 100_000, cwd: str | None = None, env: dict | None = None,
+                 network: bool = False, isolation: str = "auto"):
+        if os.name == "nt":
+            raise SandboxError("The sandbox needs Linux or macOS (process groups, resource limits); on Windows "
+                               "run convsynth inside WSL.")
         check_limits(timeout, memory_limit, SandboxError)
         self.timeout, self.memory_limit, self.max_output = timeout, memory_limit, max_output
+        self.isolation = Isolation(isolation, network)  # warns once, or refuses for "strict", when unavailable
         self._root = tempfile.mkdtemp(prefix="convsynth-sandbox-")  # connection files, log, workdir
         self._workdir = os.path.abspath(cwd) if cwd else os.path.join(self._root, "work")
         os.makedirs(self._workdir, exist_ok=True)
         # The inline backend turns figures into image/png outputs instead of opening windows.
-        self._env = {**os.environ, **(env or {}), "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
-        self._handle = _Handle(self._root)
+        self._env = self.isolation.env(os.environ, {**(env or {}), "MPLBACKEND":
+                                                    "module://matplotlib_inline.backend_inline"}, home="/tmp")
+        self._handle = _Handle(self._root, self.isolation)
         self._finalizer = weakref.finalize(self, _Handle.cleanup, self._handle)  # also runs at exit
         self._lock, self._cancel = threading.RLock(), threading.Event()
         self._closed, self._km, self._kc, self._starts = False, None, None, 0
@@ -292,8 +303,8 @@ class Sandbox:
             self._handle.context = zmq.Context()  # ours, so that close and the finalizer can close its sockets
         try:
             # IPC sockets in our private directory: no TCP ports opened, nothing shared.
-            km = _manager_class()(transport="ipc", ip=os.path.join(self._root, f"ipc{self._starts}"),
-                                  context=self._handle.context)
+            km = _manager_class(self.isolation.prefix(self._workdir, self._root, self.memory_limit))(
+                transport="ipc", ip=os.path.join(self._root, f"ipc{self._starts}"), context=self._handle.context)
             km.connection_file = os.path.join(self._root, f"kernel{self._starts}.json")
             with open(os.path.join(self._root, "kernel.log"), "ab") as log:  # kernel noise stays out of the notebook
                 km.start_kernel(cwd=self._workdir, env=self._env, stdout=log, stderr=log)
@@ -312,7 +323,7 @@ class Sandbox:
         except RuntimeError as e:
             self._shutdown()
             raise SandboxError(f"The sandbox kernel did not start ({e}); see {self._root}/kernel.log.") from e
-        setup = (_SET_LIMIT.format(n=self.memory_limit) if self.memory_limit else "") + \
+        setup = (_SET_LIMIT.format(n=self.memory_limit) if self.memory_limit else "") + self.isolation.limits_code() + \
             "get_ipython().run_line_magic('xmode', 'Plain')\nget_ipython().run_line_magic('colors', 'nocolor')\n" + \
             _WATCHDOG.format(root=self._root)
         out = self._execute(setup, 60, None, silent=True, cancellable=False)  # short, plain tracebacks
@@ -408,7 +419,7 @@ class Sandbox:
             res.status = "memory"
             res.note = f"Ran out of memory (limit {_gib(mem)}): {res.error}." if mem else \
                 f"Ran out of memory: {res.error}."
-            if mem and _proc_memory(self._handle.proc.pid)[0] > 0.8 * mem:  # the step still holds it
+            if mem and self.isolation.usage(self._handle.proc.pid)[0] > 0.8 * mem:  # the step still holds it
                 res.restarted = True
                 res.note += " The memory was still in use; " + self._restart(self._history, "the process")
             else:
@@ -474,7 +485,7 @@ class Sandbox:
                     out.how, out.exit_code = "died", proc.returncode
                     return out
                 if mem:
-                    data, rss = _proc_memory(proc.pid)
+                    data, rss = self.isolation.usage(proc.pid)
                     out.peak = max(out.peak, data, rss)
                     if rss > mem:  # memory RLIMIT_DATA does not count (e.g. shared): stop it here
                         _kill_group(proc.pid)

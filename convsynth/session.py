@@ -90,20 +90,23 @@ class Session:
     stop: how a step ends (default 'codegen': next top-level comment, two blank lines, end of text, the
     original truncation rules). overflow: 'error' (default) or 'drop_oldest' when a turn does not fit the
     context window. timeout / memory_limit: the sandbox's limits per step. auto_run: run each step after it
-    is generated."""
+    is generated. network: let steps use the network (default False). isolation: 'auto' (isolate where the
+    platform can, else warn once), 'strict' (refuse to run unisolated) or 'off' (see ``convsynth.isolation``)."""
 
     def __init__(self, model, preamble: str = MTPB_PREAMBLE, *, stop: StopSpec = "codegen",
                  overflow: str = "error", timeout: float = 10.0, memory_limit: int | None = 2 * 2**30,
                  auto_run: bool = False, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
-                 top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None):
+                 top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None, network: bool = False,
+                 isolation: str = "auto"):
         if overflow not in ("error", "drop_oldest"):
             raise SessionError(f"overflow={overflow!r} must be 'error' or 'drop_oldest'.")
         if not isinstance(preamble, str):
             raise SessionError(f"preamble must be a str (\"\" for none), not {type(preamble).__name__}.")
         from .execution import check_limits  # light: no kernel is started here
         check_limits(timeout, memory_limit, SessionError)
-        if len(model.tokenizer) > model.config.vocab_size:  # text ids past the embedding rows: IndexError later
-            raise SessionError(f"this model has {model.config.vocab_size} embedding rows but its tokenizer "
+        vocab = getattr(model.config, "vocab_size", None)  # a remote engine's config does not say
+        if vocab is not None and len(model.tokenizer) > vocab:  # text ids past the embedding rows: IndexError later
+            raise SessionError(f"this model has {vocab} embedding rows but its tokenizer "
                                f"{len(model.tokenizer)} tokens: it can take token ids, not text. Load a checkpoint "
                                "whose vocab_size covers the tokenizer.")
         self.model, self.preamble = model, preamble
@@ -111,6 +114,10 @@ class Session:
                                  repetition_penalty=repetition_penalty, seed=seed)
         self.stop, self._stop_rule = stop, make_stop(stop)
         self.overflow, self.timeout, self.memory_limit, self.auto_run = overflow, timeout, memory_limit, auto_run
+        from .isolation import MODES
+        if isolation not in MODES:
+            raise SessionError(f"isolation={isolation!r} must be one of {', '.join(MODES)}.")
+        self.network, self.isolation = bool(network), isolation
         self.turns: list[Turn] = []
         self.dropped: list[Turn] = []  # turns dropped from the prompt by overflow='drop_oldest' (kept for export)
         self.preamble_result = None
@@ -199,28 +206,38 @@ class Session:
             self._bound_text(instruction)
             ids = self._fit(self._tokens(self.text + comment_lines(instruction)), s, instruction)
             self._draws += 1
-            keep = self._reuse(ids)
+            remote = getattr(self.model, "remote", False)  # a server holds the KV cache (convsynth.remote)
+            keep = 0 if remote else self._reuse(ids)
             self._turn_in_progress, self._turn_thread = True, threading.get_ident()
         try:
-            gen = locked_steps(iter_generation(self.model.model, self.model.tokenizer, self._cache, ids[keep:], s,
-                                               self._stop_rule, cancel=self._cancel, context_ids=ids),
-                               self.model.lock)
+            if remote:
+                gen = self.model.session_turn(self, self.text + comment_lines(instruction), len(ids), s,
+                                              self._stop_rule, self._cancel)  # pieces; no lock of ours inside
+            else:
+                gen = locked_steps(iter_generation(self.model.model, self.model.tokenizer, self._cache, ids[keep:],
+                                                   s, self._stop_rule, cancel=self._cancel, context_ids=ids),
+                                   self.model.lock)
             try:
                 while True:
                     self._turn_thread = threading.get_ident()
                     try:
-                        _, piece = next(gen)
+                        item = next(gen)
                     except StopIteration as done:
                         comp = done.value
                         break
-                    yield piece
+                    yield item if remote else item[1]
             except BaseException:
-                self._cached_ids = ids[:self._cache.length] if self._cache.length <= len(ids) else []
-                self._cache.rewind(len(self._cached_ids))
+                if not remote:
+                    self._cached_ids = ids[:self._cache.length] if self._cache.length <= len(ids) else []
+                    self._cache.rewind(len(self._cached_ids))
                 raise
+            finally:
+                gen.close()
             with self._lock:
-                # The cache now holds the prompt and every sampled token but the last.
-                self._cached_ids = (ids + comp.raw_ids[0])[:self._cache.length]
+                if remote:
+                    keep = comp.cached_tokens
+                else:  # the cache now holds the prompt and every sampled token but the last
+                    self._cached_ids = (ids + comp.raw_ids[0])[:self._cache.length]
                 turn = Turn(instruction, comp.texts[0], TurnStats(
                     prefill_tokens=len(ids) - keep, cached_tokens=keep,
                     time_to_first_token=comp.time_to_first_token, decode_tokens_per_s=comp.decode_tokens_per_s,
@@ -380,7 +397,8 @@ class Session:
         """The sandbox process this session's steps run in (started on first use)."""
         if self._sandbox is None:
             from .sandbox import Sandbox
-            self._sandbox = Sandbox(timeout=self.timeout, memory_limit=self.memory_limit)
+            self._sandbox = Sandbox(timeout=self.timeout, memory_limit=self.memory_limit, network=self.network,
+                                    isolation=self.isolation)
             if self.preamble_result is not None or any(t.result is not None for t in self.turns):
                 self._reset_sandbox()  # a loaded or forked session: bring the namespace back first
         return self._sandbox
@@ -425,6 +443,16 @@ class Session:
         replay += [t.code for t in self.dropped + self.turns if t.result is not None and t.result.ok]
         self._sandbox.restart(replay=replay)
 
+    @property
+    def isolation_info(self) -> str:
+        """What confines this session's steps, in one short line (from the sandbox once it has started)."""
+        from . import isolation
+        sb = self._sandbox
+        return sb.isolation.describe() if sb is not None else isolation.describe(self.isolation, self.network)
+
+    def __repr__(self) -> str:
+        return f"<Session: {len(self.turns)} turns, model {self.model.name!r}, sandbox {self.isolation_info}>"
+
     def close(self) -> None:
         if self._sandbox is not None:
             self._sandbox.close()
@@ -451,6 +479,7 @@ class Session:
                 "stop": self.stop if isinstance(self.stop, (str, list, type(None))) else
                 {"callable": getattr(self.stop, "__qualname__", type(self.stop).__name__)},
                 "overflow": self.overflow, "timeout": self.timeout, "memory_limit": self.memory_limit,
+                "network": self.network, "isolation": self.isolation,
                 "preamble_result": self.preamble_result.to_dict() if self.preamble_result is not None else None,
                 "turns": [t.to_dict() for t in self.turns], "dropped": [t.to_dict() for t in self.dropped]}
 

@@ -121,6 +121,8 @@ def load(cls, path, model, *, stop=None):
     turns = _check(data, "turns", (list,), where, [])
     dropped = _check(data, "dropped", (list,), where, [])
     pre = _check(data, "preamble_result", (dict, type(None)), where)
+    network = _check(data, "network", (bool,), where, False)
+    isolation = _check(data, "isolation", (str,), where, "auto")
     try:
         sampling = Sampling(**sampling_d)
     except (TypeError, ConvsynthError) as e:
@@ -138,7 +140,7 @@ def load(cls, path, model, *, stop=None):
         raise SessionError(f"{where}: a damaged 'preamble_result' ({e}).") from None
     try:
         session = cls(model, preamble, stop=stop, overflow=overflow, timeout=timeout, memory_limit=memory_limit,
-                      **sampling.to_dict())
+                      network=network, isolation=isolation, **sampling.to_dict())
     except (ConvsynthError, ValueError, TypeError, re.error) as e:
         raise SessionError(f"{where}: {e}".rstrip(".") + ".") from None
     session.turns, session.dropped, session.preamble_result = built, gone, pre_result

@@ -157,6 +157,8 @@ class SessionWidget(W.VBox):
                                           'cell.</span>'), self.program])
         _show(self.program_box, False)
         self.settings = self._settings_panel()
+        self.isolation = _html("convsynth-isolation",
+                               f'<span class="cs-meta">Sandbox: {esc(session.isolation_info)}</span>')
         self.prompt = _html("convsynth-prompt")
         self.prompt_refresh = _button("Refresh", "convsynth-prompt-refresh")
         self.prompt_refresh.layout.align_self = "flex-start"
@@ -170,7 +172,7 @@ class SessionWidget(W.VBox):
             W.HBox([self.instruction, self.generate_button, self.stop_button]),
             self.status, self.error,
             W.HBox([self.run_all_button, self.export_py_button, self.export_nb_button, self.program_button]),
-            self.program_box, self.settings, self.prompt_panel])
+            self.program_box, self.isolation, self.settings, self.prompt_panel])
         self.add_class("convsynth")
 
         self.generate_button.on_click(lambda _: self._generate())

@@ -32,6 +32,15 @@ case "$verb" in
         echo "note: /usr/bin/chromium is missing and cannot be installed here (not root); the browser test will skip"
       fi
     fi
+    if ! command -v bwrap >/dev/null; then
+      if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+        echo "installing bubblewrap for the sandbox's isolation (Debian's package)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap) >/tmp/convsynth-apt.log 2>&1 \
+          || { echo "apt-get install bubblewrap failed; see /tmp/convsynth-apt.log"; exit 1; }
+      else
+        echo "note: bwrap is missing and cannot be installed here (not root); the sandbox runs unisolated and tests/test_isolation.py skips"
+      fi
+    fi
     export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
     exec "$PY" -m pytest tests notebooks --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider "$@"
     ;;

@@ -72,6 +72,43 @@ def build_drill(work: Path, seed: int = SEED, n: int = 60000) -> int:
     return len(arr)
 
 
+def build_steps(work: Path, seed: int = SEED, n: int = 150000) -> dict:
+    """The step-program set (scripts/tiny_steps.py): verified multi-turn programs in the session layout,
+    tokenized, with a mask of the tokens the loss is computed on (the code of each step, not the instructions)
+    and the offsets where programs start (training windows begin there)."""
+    import tiny_steps as TS
+
+    tok = tokenizer()
+    ids, mask, starts, held = [], [], [], []
+    docs = list(TS.generate(seed + 7, n))
+    n_held = max(200, n // 200)  # a few programs held out: the loss curve on unseen literals and wordings
+    for i in range(0, len(docs), 2000):
+        chunk = docs[i:i + 2000]
+        for (text, spans, _), enc in zip(chunk, tok.encode_batch([d[0] for d in chunk])):
+            code = np.zeros(len(text) + 1, dtype=bool)
+            for a, b in spans:
+                code[a:b] = True
+            m = [code[a] for a, _ in enc.offsets] + [True]  # EOS after the last step is learned too
+            if len(held) < n_held:
+                held.append((enc.ids + [EOS], m))
+                continue
+            starts.append(len(ids))
+            ids.extend(enc.ids)
+            ids.append(EOS)
+            mask.extend(m)
+    np.save(work / "steps.npy", np.array(ids, dtype=np.uint16))
+    np.save(work / "steps_mask.npy", np.array(mask, dtype=bool))
+    np.save(work / "steps_starts.npy", np.array(starts, dtype=np.int64))
+    np.save(work / "steps_held.npy", np.array([t for d in held for t in d[0]], dtype=np.uint16))
+    np.save(work / "steps_held_mask.npy", np.array([t for d in held for t in d[1]], dtype=bool))
+    stats = dict(generator_version=TS.GENERATOR_VERSION, seed=seed + 7, programs=len(starts), heldout_programs=len(held),
+                 generated=TS.generate.stats["generated"], rejected=TS.generate.stats["rejected"],
+                 tokens=len(ids), loss_tokens=int(np.sum(mask)))
+    (work / "steps_stats.json").write_text(json.dumps(stats, indent=1))
+    log(f"step programs: {json.dumps(stats)}")
+    return stats
+
+
 def build_data(work: Path, seed: int = SEED) -> dict:
     import tiny_data as D
     import tiny_templates as TT
@@ -191,10 +228,24 @@ def load_exported(model: TinyTrainer, model_dir: Path, in_ids: np.ndarray, out_i
     if not info_path.exists():
         raise SystemExit(f"{info_path} is missing: the earlier phases of {model_dir} are unknown")
     sd = {k: v.float() for k, v in load_file(str(model_dir / "model.safetensors")).items()}
+    n_old = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("transformer.h."))
+    n_new = len(model.h)
+    # Growing the body (n_new > n_old layers): old layer i goes to slot i * n_new // n_old and the new layers
+    # between them start as identities (zero output projections), so training starts from the shipped model's
+    # function and the new layers learn from there.
+    slot = {i * n_new // n_old: i for i in range(n_old)}
     with torch.no_grad():
         for k, v in model.state_dict().items():
-            if k.startswith(("h.", "ln_f.")):
+            if k.startswith("ln_f."):
                 v.copy_(sd["transformer." + k])
+            elif k.startswith("h."):
+                layer = int(k.split(".")[1])
+                if layer in slot:
+                    v.copy_(sd["transformer." + k.replace(f"h.{layer}.", f"h.{slot[layer]}.", 1)])
+                elif k.endswith(("attn.out_proj.weight", "mlp.fc_out.weight", "mlp.fc_out.bias")):
+                    v.zero_()
+        if n_new != n_old:
+            log(f"grew the body from {n_old} to {n_new} layers (old layers at {sorted(slot)})")
         model.wte.weight.copy_(sd["transformer.wte.weight"][torch.from_numpy(in_ids)])
         w, b = sd["lm_head.weight"][torch.from_numpy(out_ids)], sd["lm_head.bias"][torch.from_numpy(out_ids)]
         live = b > -100  # rows the export switched off (not active then) keep this run's fresh init
@@ -209,6 +260,7 @@ def train(args) -> None:
     work = Path(args.work)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
+    CONFIG["n_layer"] = args.layers
     config = CodeGenConfig(**CONFIG)
     code = np.load(work / "train_code.npy").astype(np.int64)
     struct = np.load(work / "train_struct.npy").astype(np.int64)
@@ -216,6 +268,15 @@ def train(args) -> None:
     held_t = np.load(work / "heldout_templates.npy").astype(np.int64)
     drill = np.load(work / "train_drill.npy").astype(np.int64) if args.drill_frac > 0 else None
     counts = np.load(work / "counts.npy")
+    steps = None
+    if args.steps_frac > 0:  # the step programs: every id in them is in the active vocabulary
+        steps = np.load(work / "steps.npy").astype(np.int64)
+        steps_mask = np.load(work / "steps_mask.npy")
+        steps_starts = np.load(work / "steps_starts.npy")
+        steps_starts = steps_starts[steps_starts < len(steps) - args.ctx - 1]
+        steps_held = np.load(work / "steps_held.npy").astype(np.int64)
+        steps_held_mask = np.load(work / "steps_held_mask.npy")
+        counts = counts + np.bincount(steps, minlength=len(counts)) * args.min_count
     in_ids, out_ids = make_vocab(counts, args.min_count)
     in_map = np.zeros(config.vocab_size, dtype=np.int64)  # unseen ids (only in held-out text) -> row of EOS
     in_map[:] = np.searchsorted(in_ids, EOS)
@@ -256,6 +317,17 @@ def train(args) -> None:
         w = np.stack([arr[s:s + T + 1] for s in starts])
         return torch.from_numpy(in_map[w[:, :-1]]), torch.from_numpy(out_map[w[:, 1:]])
 
+    def steps_batch(rng, n, arr=None, mask=None, starts=None):
+        """Windows that begin where a program begins; the loss only on the code of its steps."""
+        arr = steps if arr is None else arr
+        mask = steps_mask if mask is None else mask
+        starts = rng.choice(steps_starts, size=n) if starts is None else starts
+        w = np.stack([arr[s:s + T + 1] for s in starts])
+        m = np.stack([mask[s + 1:s + T + 1] for s in starts])
+        y = out_map[w[:, 1:]]
+        y[~m] = -100
+        return torch.from_numpy(in_map[w[:, :-1]]), torch.from_numpy(y)
+
     def loss_fn(x, y):
         if args.bf16:
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -275,6 +347,20 @@ def train(args) -> None:
             tot += loss_fn(x, y).item()
         model.train()
         return tot / n_batches
+
+    @torch.no_grad()
+    def evaluate_steps():
+        """Masked loss on the held-out step programs (fixed windows from program starts)."""
+        model.eval()
+        ends = np.nonzero(steps_held == EOS)[0]
+        st = np.concatenate([[0], ends[:-1] + 1])
+        st = st[st < len(steps_held) - T - 1][:64]
+        tot = 0.0
+        for i in range(0, len(st), 16):
+            x, y = steps_batch(None, None, steps_held, steps_held_mask, st[i:i + 16])
+            tot += loss_fn(x, y).item()
+        model.train()
+        return tot / len(range(0, len(st), 16))
 
     total_steps = args.steps
     warmup = args.warmup
@@ -322,9 +408,14 @@ def train(args) -> None:
             g["lr"] = lr
         n_struct = int(round(B * args.struct_frac))
         n_drill = int(round(B * args.drill_frac))
-        parts = [batch(code, gen, B - n_struct - n_drill), batch(struct, gen, n_struct)]
+        n_steps = int(round(B * args.steps_frac))
+        parts = [batch(code, gen, B - n_struct - n_drill - n_steps)]
+        if n_struct:
+            parts.append(batch(struct, gen, n_struct))
         if n_drill:
             parts.append(batch(drill, gen, n_drill))
+        if n_steps:
+            parts.append(steps_batch(gen, n_steps))
         x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         loss = loss_fn(x, y)
         opt.zero_grad(set_to_none=True)
@@ -338,15 +429,19 @@ def train(args) -> None:
                 f"{(time.time() - t_start) / step:.2f}s/step")
         if step % args.eval_every == 0:
             hl, ht = evaluate(held), evaluate(held_t, 4)
+            hs = evaluate_steps() if steps is not None else None
             history.append(dict(step=step, seconds=round(time.time() - t_start), train_ema=ema, heldout=hl,
-                                heldout_templates=ht))
-            log(f"EVAL step {step} heldout {hl:.3f} (ppl {math.exp(hl):.1f}) templates {ht:.3f}")
+                                heldout_templates=ht, heldout_steps=hs))
+            log(f"EVAL step {step} heldout {hl:.3f} (ppl {math.exp(hl):.1f}) templates {ht:.3f} steps {hs}")
+            save("last")
+            last_save = time.time()
         if time.time() - last_save > args.save_minutes * 60:
             save("last")
             last_save = time.time()
     hl, ht = evaluate(held, 40), evaluate(held_t, 8)
+    hs = evaluate_steps() if steps is not None else None
     history.append(dict(step=step, seconds=round(time.time() - t_start), train_ema=ema, heldout=hl,
-                        heldout_templates=ht, final=True))
+                        heldout_templates=ht, heldout_steps=hs, final=True))
     log(f"FINAL step {step} train_ema {ema:.3f} heldout {hl:.3f} (ppl {math.exp(hl):.1f}) templates {ht:.3f}")
     save("last")
 
@@ -394,7 +489,7 @@ def export(args) -> Path:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["data", "drill", "train", "export", "all"])
+    p.add_argument("stage", choices=["data", "drill", "steps", "train", "export", "all"])
     p.add_argument("--work", default=str(ROOT / ".cache" / "tiny"), help="intermediate files (corpus, checkpoints)")
     p.add_argument("--out", default=str(ROOT / "convsynth" / "models" / "convsynth-tiny"))
     p.add_argument("--minutes", type=float, default=40.0, help="wall-clock training budget")
@@ -409,6 +504,11 @@ def main():
                    help="share of each batch drawn from the structured part (instruction turns, functions)")
     p.add_argument("--drill-frac", type=float, default=0.0,
                    help="share of each batch drawn from the drill set (stage `drill`); 0 in phase 1")
+    p.add_argument("--steps-frac", type=float, default=0.0,
+                   help="share of each batch drawn from the step programs (stage `steps`), loss on code only")
+    p.add_argument("--n-steps-programs", type=int, default=150000, help="programs made by stage `steps`")
+    p.add_argument("--layers", type=int, default=6, help="transformer layers (more than the --init-from model's: "
+                   "the body grows, new layers start as identities)")
     p.add_argument("--resume", action="store_true", help="start from ckpt/last.pt (a later training phase)")
     p.add_argument("--init-from", default=None, metavar="MODEL_DIR",
                    help="start a later phase from an exported model directory and its train_info.json")
@@ -423,6 +523,8 @@ def main():
         build_data(Path(args.work), args.seed)
     if args.stage == "drill":
         build_drill(Path(args.work), args.seed)
+    if args.stage == "steps":
+        build_steps(Path(args.work), args.seed, args.n_steps_programs)
     if args.stage in ("train", "all"):
         train(args)
     if args.stage in ("export", "all"):

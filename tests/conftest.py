@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,43 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+
+# ---- The tests read nothing outside the repository (a fresh clone must test what CI tests). An audit hook sees
+# every open() in this process; reads under the repository's parent folder but outside the repository (a sibling
+# such as ../shared) are recorded, and the test that made them fails (`no_reads_outside_the_repository`). The
+# Python environment and the temporary folder are allowed even when they sit beside the repository.
+# Subprocesses are not seen here: tests/test_self_contained.py also greps the sources.
+_ALLOWED = [Path(p).resolve() for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, tempfile.gettempdir()}]
+OUTSIDE_READS: list[str] = []
+
+
+def outside_repository(path) -> bool:
+    """True for a path under the repository's parent folder, outside the repository and the allowed places."""
+    try:
+        p = Path(os.fsdecode(path))
+        p = Path(os.path.abspath(p))
+    except (TypeError, ValueError):
+        return False  # a file descriptor, not a path
+    def under(base: Path) -> bool:
+        return p == base or base in p.parents
+    return under(ROOT.parent) and not under(ROOT) and not any(under(a) for a in _ALLOWED)
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)) and outside_repository(args[0]):
+        OUTSIDE_READS.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit)  # cannot be removed; it only records
+
+
+@pytest.fixture(autouse=True)
+def no_reads_outside_the_repository():
+    seen = len(OUTSIDE_READS)
+    yield
+    if len(OUTSIDE_READS) > seen:
+        pytest.fail(f"this test opened files outside the repository: {sorted(set(OUTSIDE_READS[seen:]))[:5]}; "
+                    "copy what it needs into the repository", pytrace=False)
 
 SHAPES = {
     # rotary_dim < head_dim (16), 4 heads, the real vocabulary: text prompts work
@@ -23,13 +61,6 @@ SHAPES = {
     "heads16": dict(n_embd=128, n_layer=3, n_head=16, rotary_dim=4, vocab_size=51200),
 }
 FORMATS = ["safetensors", "safetensors-sharded", "bin", "bin-sharded"]
-
-
-def shared_path(*parts) -> Path:
-    p = SHARED.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"{p} is absent: the shared/ folder must sit beside the checkout")
-    return p
 
 
 def reference_model(shape: str, seed: int = 0):

@@ -9,12 +9,10 @@ import pytest
 from convsynth import mtpb
 from convsynth.mtpb_check import build_program, load_problems
 
-from conftest import shared_path
-
 
 @pytest.fixture(scope="module")
 def problems():
-    return load_problems(shared_path("data", "mtpb", "mtpb.jsonl"))
+    return load_problems()  # the copy bundled with the package
 
 
 def test_harness_runs_checks_and_resumes(tiny, problems, tmp_path):
@@ -59,8 +57,7 @@ def test_report_with_references(problems):
 
 def test_cli(checkpoints, tmp_path):
     directory, _ = checkpoints("tiny")
-    data = shared_path("data", "mtpb", "mtpb.jsonl")
-    out = subprocess.run([sys.executable, "-m", "convsynth", "mtpb", "--data", str(data), "--problems", "1",
+    out = subprocess.run([sys.executable, "-m", "convsynth", "mtpb", "--problems", "1",  # the bundled data: no --data
                           "--model", str(directory), "--out", str(tmp_path / "s.jsonl"), "--report",
                           str(tmp_path / "r.json")], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
@@ -23,8 +24,7 @@ from convsynth.stops import truncate_codegen
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mtpb_reference import EXPECTED_FAILURES, REFERENCES  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtpb" / "mtpb.jsonl"
-needs_data = pytest.mark.skipif(not DATA.is_file(), reason=f"MTPB data not found at {DATA} (see mtpb_check._WHERE)")
+DATA = mc.DATA_PATH  # bundled with the package: the tests never skip for want of data
 np = pytest.importorskip("numpy")
 
 
@@ -33,8 +33,6 @@ RUNNER = None  # checks run through convsynth.execution.run_script, the module d
 
 @pytest.fixture(scope="module")
 def problems():
-    if not DATA.is_file():
-        pytest.skip(f"MTPB data not found at {DATA}")
     return {p.id: p for p in load_problems(DATA)}
 
 
@@ -100,12 +98,11 @@ PROGRAMS = {
 def results():
     """Run every program of PROGRAMS and, when the data is there, every (reference, test case) pair at once."""
     jobs = dict(PROGRAMS)
-    if DATA.is_file():
-        for problem in load_problems(DATA):
-            ref = REFERENCES.get(problem.id)
-            for case in range(problem.cases if ref else 0):
-                jobs[(problem.id, case)] = (build_program(problem, case, ref(problem.inputs[case])),
-                                            problem.expected(case), {})
+    for problem in load_problems(DATA):
+        ref = REFERENCES.get(problem.id)
+        for case in range(problem.cases if ref else 0):
+            jobs[(problem.id, case)] = (build_program(problem, case, ref(problem.inputs[case])),
+                                        problem.expected(case), {})
 
     def run(item):
         name, (prog, exp, kw) = item
@@ -118,7 +115,6 @@ def results():
 # ---------------------------------------------------------------------------------------------------------------
 # (a) references
 
-@needs_data
 def test_references_cover_enough_problems(problems):
     assert len(REFERENCES) >= 15
     assert {problems[pid].category for pid in REFERENCES} == {p.category for p in problems.values()}
@@ -126,7 +122,6 @@ def test_references_cover_enough_problems(problems):
         assert problems[pid].unavailable is None and not problems[pid].needs
 
 
-@needs_data
 def test_references_survive_the_original_truncation(problems):
     for pid, ref in REFERENCES.items():
         problem = problems[pid]
@@ -138,7 +133,6 @@ def test_references_survive_the_original_truncation(problems):
                 build_program(problem, case, codes)
 
 
-@needs_data
 @pytest.mark.parametrize("pid", sorted(REFERENCES))
 def test_reference_passes_every_case(results, problems, pid):
     for case in range(problems[pid].cases):
@@ -277,6 +271,37 @@ def test_check_reports_a_crashed_script():
     assert not r.passed and not r.timed_out and "SIGSEGV" in r.error, r
 
 
+_MANY_THREADS = """
+import inspect, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
+from convsynth import mtpb_check
+
+calls, real = [], inspect.getsource
+def slow_getsource(obj):  # widens the window in which unsynchronised threads would all start building
+    calls.append(obj)
+    time.sleep(0.05)
+    return real(obj)
+inspect.getsource = slow_getsource
+gate = threading.Barrier(16)
+def run(i):
+    gate.wait()  # all threads ask at once, before any has built the runtime
+    return mtpb_check.check(f"x = {i}\\nprint(x)", i).passed
+with ThreadPoolExecutor(16) as pool:
+    passed = list(pool.map(run, range(16)))
+print(len(calls), sum(passed))
+"""
+
+
+def test_checker_from_many_threads_in_a_fresh_process():
+    """The runtime source is built once, under a lock: CPython 3.11's parser (used by inspect.getsource) fails with
+    'AST constructor recursion depth mismatch' when threads parse at once, and `convsynth mtpb --jobs N` checks
+    from a thread pool. Unsynchronised, every thread would build it (16 x 5 getsource calls here)."""
+    out = subprocess.run([sys.executable, "-c", _MANY_THREADS], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(len(mc._RUNTIME)), "16"]
+
+
 def test_check_script_is_self_contained_and_validates():
     script = check_script("print('é\\u2028')", "é")
     assert script.isascii() and "import convsynth" not in script and "from ." not in script
@@ -290,7 +315,6 @@ def test_check_script_is_self_contained_and_validates():
 # ---------------------------------------------------------------------------------------------------------------
 # (d) the data and its quirks; prompt and program assembly
 
-@needs_data
 def test_data_shape(problems):
     assert hashlib.sha256(DATA.read_bytes()).hexdigest() == mc.MTPB_SHA256
     assert sorted(problems) == list(range(1, 116))
@@ -301,7 +325,6 @@ def test_data_shape(problems):
     assert [pid for pid, p in problems.items() if p.cases != 5] == []
 
 
-@needs_data
 def test_data_quirks(problems):
     p57 = problems[57]
     assert p57.cases == 5 and len(p57.outputs) == 6 and len(p57.inputs) == 5
@@ -320,7 +343,6 @@ def test_data_quirks(problems):
     assert all(isinstance(problems[89].expected(c), dict) for c in range(5))
 
 
-@needs_data
 def test_turns_format_the_templates(problems):
     assert problems[3].turns(0)[-1] == "Print the total seconds of 2 hours and 13 minutes."
     assert problems[2].turns(2)[0] == 'Define a list of integers named "numbers" with the values [].'
@@ -330,7 +352,6 @@ def test_turns_format_the_templates(problems):
         problems[3].turns(-1)
 
 
-@needs_data
 def test_build_program_matches_the_original_assembly(problems):
     codes = ["def m(x):\n    return x * 60", "def h(x):\n    return x * 3600", "print(h(2) + m(13))"]
     assert build_program(problems[3], 0, codes) == (
@@ -416,7 +437,7 @@ def test_load_problems_errors(tmp_path, content, message):
     with pytest.raises(MTPBDataError) as info:
         load_problems(path)
     text = str(info.value)
-    assert message in text and "salesforce/CodeGen" in text and "shared/data/mtpb/mtpb.jsonl" in text
+    assert message in text and "salesforce/CodeGen" in text and "convsynth/data/mtpb/mtpb.jsonl" in text
     assert isinstance(info.value, ConvsynthError) and isinstance(info.value, OSError)
 
 

@@ -13,8 +13,7 @@ from convsynth.errors import CheckpointError
 from convsynth.tokenizer import TRUNCATE_BEFORE_PATTERN, CodeGenTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-GOLDEN = SHARED / "testdata" / "tokenizer_golden.json"
+GOLDEN = Path(__file__).resolve().parent / "tokenizer_golden.json"  # ids from the real CodeGen tokenizer
 CORPUS_CHARS = 2_000_000  # stdlib sample cap: keeps the reference comparison to a few seconds
 
 EDGE_CASES = [
@@ -42,8 +41,6 @@ TRUNCATE_CASES = [
 
 
 def _golden_cases():
-    if not GOLDEN.is_file():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"shared test data not found at {GOLDEN}"))]
     cases = json.loads(GOLDEN.read_text(encoding="utf-8"))["cases"]
     return [pytest.param(c, id=f"golden{i}") for i, c in enumerate(cases)]
 

@@ -1,0 +1,296 @@
+"""Hostile steps through the real sandbox: each is contained, and the earlier steps' state survives it.
+
+Every test runs real code in the real kernel under the real isolation (bubblewrap: `scripts/run.sh test` installs
+it). Where a check could pass for the wrong reason, a control shows that the same code does work when allowed
+(a file written in the working directory, a connection with ``network=True``).
+"""
+import os
+import signal
+import socket
+import textwrap
+import threading
+import time
+import warnings
+
+import pytest
+
+from convsynth import isolation
+from convsynth.isolation import MAX_FILE_SIZE, MAX_PROCESSES, Isolation, IsolationError, tree_usage
+from convsynth.sandbox import Sandbox
+
+needs_isolation = pytest.mark.skipif(isolation.detect() != "bwrap", reason=f"no isolation: {isolation.detect()}")
+
+
+@pytest.fixture(scope="module")
+def sb():
+    """One isolated sandbox for the module, holding state from an earlier step."""
+    with Sandbox(timeout=30) as box:
+        assert box.run("x = 41").ok
+        yield box
+
+
+def intact(box: Sandbox) -> None:
+    r = box.run("print(x + 1)")
+    assert r.ok and r.stdout == "42\n", (r.status, r.error, r.note)
+
+
+def step(box: Sandbox, code: str, **kw):
+    return box.run(textwrap.dedent(code), **kw)
+
+
+@needs_isolation
+def test_is_isolated_and_says_so(sb):
+    assert sb.isolation.active and "no network" in sb.isolation.describe()
+    r = step(sb, "import os\nprint(os.getpid(), sorted(os.listdir('/')))")
+    pid, listing = r.stdout.split(" ", 1)
+    assert int(pid) < 10  # a PID namespace of its own: the kernel is one of its first processes
+    assert "'home'" not in listing and "'usr'" in listing
+
+
+@needs_isolation
+def test_cannot_delete_or_overwrite_a_file_outside_the_workdir(sb, tmp_path):
+    planted = tmp_path / "precious.txt"
+    planted.write_text("precious")
+    r = step(sb, f"""
+        import os
+        errors = []
+        for attempt in (lambda: os.remove({str(planted)!r}), lambda: open({str(planted)!r}, "w").write("gone")):
+            try:
+                attempt()
+            except OSError as e:
+                errors.append(type(e).__name__)
+        open("inside.txt", "w").write("written")   # the working directory stays writable
+        print(errors)
+    """)
+    assert r.ok and r.stdout.strip() == "['FileNotFoundError', 'FileNotFoundError']"  # not even visible
+    assert planted.read_text() == "precious"
+    assert open(os.path.join(sb.workdir, "inside.txt")).read() == "written"
+    intact(sb)
+
+
+@needs_isolation
+def test_cannot_read_credentials_in_home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials").write_text("aws_secret_access_key = SECRET-IN-HOME")
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "id_ed25519").write_text("SECRET-KEY")
+    monkeypatch.setenv("HOME", str(home))
+    with Sandbox() as box:
+        assert box.run("x = 41").ok
+        r = step(box, f"""
+            import os, glob
+            found = []
+            for path in ("~/.aws/credentials", {str(home / '.aws' / 'credentials')!r}, {str(home / '.ssh' / 'id_ed25519')!r}):
+                try:
+                    found.append(open(os.path.expanduser(path)).read())
+                except OSError as e:
+                    found.append(type(e).__name__)
+            print(found, glob.glob("/root/.ssh/*") + glob.glob("/home/*/.ssh/*"))
+        """)
+        assert r.ok, r.error
+        assert "SECRET" not in r.stdout and r.stdout.count("FileNotFoundError") == 3
+        intact(box)
+
+
+@needs_isolation
+def test_cannot_connect_to_a_listener_on_localhost():
+    server = socket.create_server(("127.0.0.1", 0))
+    port, accepted = server.getsockname()[1], []
+
+    def accept():
+        server.settimeout(20)
+        try:
+            while True:
+                conn, _ = server.accept()
+                accepted.append(conn.recv(100))
+                conn.close()
+        except OSError:
+            pass
+    threading.Thread(target=accept, daemon=True).start()
+    code = f"""
+        import socket
+        try:
+            socket.create_connection(("127.0.0.1", {port}), timeout=5).sendall(b"hello")
+            print("connected")
+        except OSError as e:
+            print(type(e).__name__)
+    """
+    try:
+        with Sandbox() as box:
+            assert box.run("x = 41").ok
+            r = step(box, code)
+            assert r.ok and r.stdout.strip() in ("ConnectionRefusedError", "OSError", "TimeoutError")
+            intact(box)
+        assert accepted == []
+        with Sandbox(network=True) as box:  # the control: allowed, the same step connects
+            assert "network allowed" in box.isolation.describe()
+            assert step(box, code).stdout.strip() == "connected"
+        for _ in range(100):
+            if accepted:
+                break
+            time.sleep(0.05)
+        assert accepted == [b"hello"]
+    finally:
+        server.close()
+
+
+@needs_isolation
+def test_fork_bomb_is_bounded(sb):
+    r = step(sb, """
+        import os, time
+        me = os.getpid()
+        while True:                     # every child forks too: the classic bomb
+            try:
+                os.fork()
+            except OSError:
+                if os.getpid() != me:
+                    time.sleep(600)     # a child at the limit waits (instead of spinning) until cleaned up
+                raise
+    """)
+    assert r.status == "error" and "BlockingIOError" in r.error, (r.status, r.error, r.note)
+    data, rss, processes = tree_usage(sb.pid)
+    assert processes <= MAX_PROCESSES + 2  # bubblewrap's processes are counted in the cgroup too, if there is one
+    sb.restart()  # the parked children fill the limit (the kernel cannot start a thread): a restart clears them
+    intact(sb)
+
+
+@needs_isolation
+def test_a_10_gb_write_stops_at_the_file_size_limit(sb):
+    r = step(sb, """
+        import os
+        chunk, written = b"x" * 2**26, 0
+        try:
+            with open("big.bin", "wb") as f:
+                while written < 10 * 2**30:
+                    f.write(chunk)
+                    written += len(chunk)
+        except OSError as e:
+            print(type(e).__name__, e.errno)
+        print(os.path.getsize("big.bin"))
+        os.remove("big.bin")
+    """)
+    assert r.ok, r.error
+    err, size = r.stdout.splitlines()
+    assert err == "OSError 27" and int(size) <= MAX_FILE_SIZE  # EFBIG: RLIMIT_FSIZE
+    intact(sb)
+
+
+def _marked(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker.encode() in open(f"/proc/{pid}/cmdline", "rb").read():
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+@needs_isolation
+def test_a_background_child_in_its_own_session_ends_with_the_sandbox(sb):
+    marker = f"convsynth-escapee-{os.getpid()}"
+    r = step(sb, f"""
+        import os, subprocess, sys
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", {marker!r}],
+                                 start_new_session=True)   # os.setsid(): out of the kernel's process group
+        print(os.getsid(child.pid) != os.getsid(0))
+    """)
+    assert r.ok and r.stdout == "True\n", r.error
+    escapee = _marked(marker)
+    assert len(escapee) == 1  # it outlived the step
+    # The kernel goes, and its namespace with it: nothing it started is left. (Not replaying that step, which
+    # would start another one.)
+    sb.restart(replay=[code for code in sb.history if marker not in code])
+    for _ in range(100):
+        if not _marked(marker):
+            break
+        time.sleep(0.05)
+    assert _marked(marker) == []
+    intact(sb)
+
+
+@needs_isolation
+def test_cannot_kill_the_parent_process(sb):
+    r = step(sb, f"""
+        import os, signal
+        results = []
+        for pid in ({os.getpid()}, os.getppid()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                results.append("sent")
+            except OSError as e:
+                results.append(type(e).__name__)
+        print(results)
+    """)
+    # Our pid does not exist in its namespace; its parent there is bubblewrap's init, which ignores the signal.
+    assert r.ok and r.stdout.startswith("['ProcessLookupError',"), (r.stdout, r.error)
+    intact(sb)
+
+
+@needs_isolation
+def test_cannot_write_to_etc(sb):
+    r = step(sb, """
+        try:
+            open("/etc/convsynth-was-here", "w").write("x")
+            print("written")
+        except OSError as e:
+            print(type(e).__name__, e.errno)
+    """)
+    assert r.ok and r.stdout.strip() in ("OSError 30", "PermissionError 13")  # read-only file system
+    assert not os.path.exists("/etc/convsynth-was-here")
+    intact(sb)
+
+
+def test_secrets_in_the_environment_stay_out(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "SECRET-1")
+    monkeypatch.setenv("CONVSYNTH_TEST_API_TOKEN", "SECRET-2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with Sandbox(env={"GIVEN": "yes"}) as box:
+        assert box.run("x = 41").ok
+        r = step(box, "import os\nprint(sorted(os.environ.items()))")
+        assert r.ok and "SECRET" not in r.stdout
+        assert "('GIVEN', 'yes')" in r.stdout and "('OMP_NUM_THREADS', '1')" in r.stdout  # allowed ones do pass
+        intact(box)
+
+
+def test_strict_refuses_where_isolation_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on PATH: as on a machine without bubblewrap
+    isolation.detect.cache_clear()
+    try:
+        with pytest.raises(IsolationError, match="bubblewrap is not installed.*isolation='auto'"):
+            Isolation("strict")
+        monkeypatch.setattr(isolation, "_warned", False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loose = Isolation("auto")
+            Isolation("auto")
+        assert not loose.active and loose.prefix("/w", "/p") == [] and len(caught) == 1  # said once
+        assert "WITHOUT isolation" in str(caught[0].message)
+        assert loose.describe().startswith("not isolated: bubblewrap is not installed")
+    finally:
+        isolation.detect.cache_clear()
+    assert Isolation("off").describe() == "not isolated: turned off (isolation='off')"
+    with pytest.raises(ValueError):
+        Isolation("sometimes")
+
+
+def test_session_keeps_and_shows_its_isolation(tmp_path):
+    import convsynth
+    from convsynth.session import Session
+    cg = convsynth.load()
+    with pytest.raises(ValueError):
+        Session(cg, isolation="sometimes")
+    off = Session(cg, isolation="off")
+    assert "not isolated: turned off" in repr(off)
+    s = Session(cg, preamble="", network=True)
+    assert s.isolation_info == isolation.describe("auto", True)
+    assert f"sandbox {s.isolation_info}" in repr(s) and s.isolation_info in s.widget().isolation.value
+    back = Session.load(s.save(tmp_path / "s.json"), cg)
+    assert (back.network, back.isolation) == (True, "auto")
+    if isolation.detect() == "bwrap":
+        back.add_code("print('started')")
+        assert back.run()[0].stdout == "started\n"
+        assert back.isolation_info.startswith("isolated (bubblewrap): network allowed")
+        assert back.sandbox.isolation.network is True
+    back.close()
