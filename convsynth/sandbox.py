@@ -68,6 +68,11 @@ del _convsynth_watchdog
 """
 
 
+# A tiny process outside the kernel that removes the sandbox folder once our process is gone: an isolated kernel
+# (bubblewrap, --die-with-parent) is killed with us before its own watchdog could do it. close() ends it.
+_REAPER = 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; rm -rf "$2"'
+
+
 def _asked_exit(out: _Outcome) -> bool:
     return any(p.get("source") == "ask_exit" for p in out.reply.get("payload", []))
 
@@ -124,7 +129,7 @@ class _Handle:
     block: a finalizer runs inside the garbage collector, in whatever thread allocated at that moment."""
 
     def __init__(self, root: str, isolation: Isolation):
-        self.root, self.proc, self.isolation, self.context = root, None, isolation, None
+        self.root, self.proc, self.isolation, self.context, self.reaper = root, None, isolation, None, None
         self.clients = ()  # the kernel manager and client: kept alive here so that their sockets stay closable
 
     def close_sockets(self) -> None:
@@ -148,6 +153,10 @@ class _Handle:
     def cleanup(self) -> None:
         self.close_sockets()
         self.kill()
+        if self.reaper is not None:  # we are alive: the folder is removed here
+            self.reaper.kill()
+            self.reaper.wait()
+            self.reaper = None
         self.isolation.cleanup()
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -194,6 +203,9 @@ class Sandbox:
         self._env = self.isolation.env(os.environ, {**(env or {}), "MPLBACKEND":
                                                     "module://matplotlib_inline.backend_inline"}, home="/tmp")
         self._handle = _Handle(self._root, self.isolation)
+        self._handle.reaper = subprocess.Popen(["sh", "-c", _REAPER, "convsynth-reaper", str(os.getpid()), self._root],
+                                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL, start_new_session=True)
         self._finalizer = weakref.finalize(self, _Handle.cleanup, self._handle)  # also runs at exit
         self._lock, self._cancel = threading.RLock(), threading.Event()
         self._closed, self._km, self._kc, self._starts = False, None, None, 0

@@ -344,19 +344,22 @@ def test_a_dropped_sandbox_does_not_freeze_the_garbage_collector():
     assert gone_soon(int(out.stdout.split()[1]))
 
 
-@pytest.mark.parametrize("how", ["os._exit", "SIGKILL", "SIGTERM"])
-def test_the_kernel_and_its_children_die_with_the_host(how):
-    code = ("import os, sys, time\nfrom convsynth.sandbox import Sandbox\nbox = Sandbox()\n"
+@pytest.mark.parametrize("how, isolation", [("os._exit", "off"), ("SIGKILL", "off"), ("SIGTERM", "off"),
+                                           ("SIGKILL", "auto")])
+def test_the_kernel_and_its_children_die_with_the_host(how, isolation):
+    code = (f"import os, sys, time\nfrom convsynth.sandbox import Sandbox\nbox = Sandbox(isolation={isolation!r})\n"
             "r = box.run('import subprocess\\nprint(subprocess.Popen([\"sleep\", \"600\"]).pid)')\n"
             "print(box.pid, r.stdout.strip(), box._root, flush=True)\n"
             + ("os._exit(0)\n" if how == "os._exit" else "time.sleep(600)\n"))
     host = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     kernel, child, root = host.stdout.readline().split()
-    assert alive(int(kernel)) and alive(int(child)) and os.path.isdir(root)
+    # isolated, the step sees its child's pid in its own PID namespace: only the unisolated one is a host pid
+    children = [int(child)] if isolation == "off" else []
+    assert all(alive(pid) for pid in [int(kernel), *children]) and os.path.isdir(root)
     if how != "os._exit":
         host.send_signal(getattr(signal, how))
     host.wait(timeout=30)
-    assert gone_soon(int(kernel), 20) and gone_soon(int(child), 20)
+    assert all(gone_soon(pid, 20) for pid in [int(kernel), *children])
     end = time.monotonic() + 10
     while os.path.exists(root) and time.monotonic() < end:
         time.sleep(0.05)
