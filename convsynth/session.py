@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import ContextWindowError, SessionError
+from .errors import ContextWindowError, SessionError, UsageError
 from .generate import Sampling, iter_generation, locked_steps
 from .stops import StopSpec, make_stop
 
@@ -99,7 +99,7 @@ class Session:
                  top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None, network: bool = False,
                  isolation: str = "auto"):
         if overflow not in ("error", "drop_oldest"):
-            raise SessionError(f"overflow={overflow!r} must be 'error' or 'drop_oldest'.")
+            raise UsageError(f"overflow={overflow!r} must be 'error' or 'drop_oldest'.")
         if not isinstance(preamble, str):
             raise SessionError(f"preamble must be a str (\"\" for none), not {type(preamble).__name__}.")
         from .execution import check_limits  # light: no kernel is started here
@@ -116,7 +116,7 @@ class Session:
         self.overflow, self.timeout, self.memory_limit, self.auto_run = overflow, timeout, memory_limit, auto_run
         from .isolation import MODES
         if isolation not in MODES:
-            raise SessionError(f"isolation={isolation!r} must be one of {', '.join(MODES)}.")
+            raise UsageError(f"isolation={isolation!r} must be one of {', '.join(MODES)}.")
         self.network, self.isolation = bool(network), isolation
         self.turns: list[Turn] = []
         self.dropped: list[Turn] = []  # turns dropped from the prompt by overflow='drop_oldest' (kept for export)

@@ -513,7 +513,7 @@ def test_limits_are_refused_when_the_session_is_made(tiny):
         Session(tiny[0], timeout=-1)
     with pytest.raises(SessionError, match="timeout=-2"):
         Session(tiny[0]).run(timeout=-2)
-    with pytest.raises(SessionError, match="overflow="):
+    with pytest.raises(convsynth.errors.UsageError, match="overflow="):
         Session(tiny[0], overflow="drop_newest")
 
 
