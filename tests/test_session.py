@@ -4,6 +4,7 @@ the code matters, the packaged model."""
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -275,8 +276,8 @@ def test_run_through_a_step_and_stop_between_steps(tiny, tmp_path):
     fresh.close()
     assert s.run(upto=-1)[0].stdout == "20\n"
 
-    started = tmp_path / "started"
-    s.add_code(f"import time\nopen({str(started)!r}, 'w').close()\ntime.sleep(60)")
+    started = Path(s.sandbox.workdir) / "started"  # an isolated step writes only to its working directory
+    s.add_code("import time\nopen('started', 'w').close()\ntime.sleep(60)")
     s.add_code("print('after')")
     done = []
     t = threading.Thread(target=lambda: done.append(s.run()))
