@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import ContextWindowError, SessionError
-from .generate import Sampling, iter_generation
+from .errors import ContextWindowError, SessionError, UsageError
+from .generate import Sampling, iter_generation, locked_steps
 from .stops import StopSpec, make_stop
 
 MTPB_PREAMBLE = "# Import libraries.\n\nimport numpy as np\n\n"
+# No token of a CodeGen vocabulary is longer than this many characters (the longest is 66): a text longer than
+# n_positions times this cannot fit the context, and is refused before tokenizing it (that costs ~300 bytes a char).
+MAX_TOKEN_CHARS = 128
 FORMAT = "convsynth-session"
 
 
@@ -62,8 +66,13 @@ def comment_lines(instruction: str | None) -> str:
     problem 17 has such lines), and nothing else is changed, so prompts match the original harness byte for byte."""
     if instruction is None:
         return ""
+    # Every line break Python knows (a lone \r too) starts a new comment line: otherwise text after a \r would
+    # be code in the exported program.
     return "".join((line if line.lstrip().startswith("#") else f"# {line}") + "\n"
-                   for line in instruction.split("\n"))
+                   for line in _LINE_BREAK.split(instruction))
+
+
+_LINE_BREAK = re.compile(r"\r\n|[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
 
 
 def _attempt(instruction: str | None, turn: Turn) -> dict:
@@ -101,7 +110,16 @@ class Session:
                  top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None, network: bool = False,
                  isolation: str = "auto", cwd: str | Path | None = ".", auto_fix: int = 0):
         if overflow not in ("error", "drop_oldest"):
-            raise ValueError("overflow must be 'error' or 'drop_oldest'")
+            raise UsageError(f"overflow={overflow!r} must be 'error' or 'drop_oldest'.")
+        if not isinstance(preamble, str):
+            raise SessionError(f"preamble must be a str (\"\" for none), not {type(preamble).__name__}.")
+        from .execution import check_limits  # light: no kernel is started here
+        check_limits(timeout, memory_limit, SessionError)
+        vocab = getattr(model.config, "vocab_size", None)  # a remote engine's config does not say
+        if vocab is not None and len(model.tokenizer) > vocab:  # text ids past the embedding rows: IndexError later
+            raise SessionError(f"this model has {vocab} embedding rows but its tokenizer "
+                               f"{len(model.tokenizer)} tokens: it can take token ids, not text. Load a checkpoint "
+                               "whose vocab_size covers the tokenizer.")
         self.cwd = str(Path(cwd).expanduser().resolve()) if cwd is not None else None
         if self.cwd is not None and not Path(self.cwd).is_dir():
             raise SessionError(f"cwd {self.cwd} is not a folder: create it first, or pass cwd=None for a private "
@@ -114,7 +132,7 @@ class Session:
         self.overflow, self.timeout, self.memory_limit, self.auto_run = overflow, timeout, memory_limit, auto_run
         from .isolation import MODES
         if isolation not in MODES:
-            raise ValueError(f"isolation must be one of {', '.join(MODES)}")
+            raise UsageError(f"isolation={isolation!r} must be one of {', '.join(MODES)}.")
         self.network, self.isolation = bool(network), isolation
         self.turns: list[Turn] = []
         self.dropped: list[Turn] = []  # turns dropped from the prompt by overflow='drop_oldest' (kept for export)
@@ -122,7 +140,10 @@ class Session:
         self._cache = None
         self._cached_ids: list[int] = []  # exactly the ids whose keys/values the cache holds
         self._draws = 0                  # generations so far: seeds each one differently but reproducibly
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()   # held only for short, non-yielding sections; never while a callback runs
+        self._idle = threading.Condition(self._lock)
+        self._turn_in_progress = False   # an ask_stream between its first step and its end
+        self._turn_thread = None         # the thread that last advanced it
         self._cancel = threading.Event()
         self._sandbox = None
         self._ran: list[str] = []         # code that the sandbox has run successfully, in order
@@ -134,6 +155,12 @@ class Session:
         return self.preamble + "".join(t.text for t in self.turns)
 
     def _tokens(self, text: str) -> list[int]:
+        limit = self.model.config.n_positions * MAX_TOKEN_CHARS
+        if len(text) > limit:
+            raise ContextWindowError(
+                f"the session text has {len(text)} characters, more than a context window of "
+                f"{self.model.config.n_positions} tokens can hold (at most {limit}): undo or edit earlier turns, "
+                "or use overflow='drop_oldest'.")
         return self.model.tokenizer.encode(text)
 
     def _reuse(self, ids: list[int]) -> int:
@@ -169,66 +196,124 @@ class Session:
         """Append ``# instruction``, generate the step's code and append it. ``on_text`` gets the code as it
         is decoded. ``overrides``: sampling settings for this turn only. Returns the Turn."""
         gen = self.ask_stream(instruction, run=run, expect_output=expect_output, check=check, **overrides)
-        while True:
-            try:
-                piece = next(gen)
-            except StopIteration as done:
-                return done.value
-            if on_text is not None:
-                on_text(piece)
+        try:
+            while True:
+                try:
+                    piece = next(gen)
+                except StopIteration as done:
+                    return done.value
+                if on_text is not None:
+                    on_text(piece)
+        finally:
+            gen.close()  # a callback that raised ends the turn now, not when its traceback is collected
 
     def ask_stream(self, instruction: str, *, run: bool | None = None, expect_output: str | None = None,
                    check: str | None = None, **overrides) -> Iterator[str]:
-        """Like ``ask`` but a generator of code pieces; its return value (StopIteration.value) is the Turn."""
+        """Like ``ask`` but a generator of code pieces; its return value (StopIteration.value) is the Turn.
+        No lock is held while it is suspended: it may be finished in another thread, or closed half-way (the
+        session is then as before the turn)."""
         instruction = self._check_instruction(instruction)
         s = self.sampling.replace(**overrides)
         with self._lock:
+            self._wait_idle()
             self._cancel.clear()
             if s.seed is not None:
                 s = dataclasses.replace(s, seed=s.seed + self._draws)
-            self._draws += 1
+            self._bound_text(instruction)
             ids = self._fit(self._tokens(self.text + comment_lines(instruction)), s, instruction)
-            if getattr(self.model, "remote", False):  # a server holds the KV cache (convsynth.remote)
-                comp = yield from self.model.session_turn(self, self.text + comment_lines(instruction), len(ids),
-                                                          s, self._stop_rule, self._cancel)
-                keep = comp.cached_tokens
+            self._draws += 1
+            remote = getattr(self.model, "remote", False)  # a server holds the KV cache (convsynth.remote)
+            keep = 0 if remote else self._reuse(ids)
+            self._turn_in_progress, self._turn_thread = True, threading.get_ident()
+        try:
+            if remote:
+                gen = self.model.session_turn(self, self.text + comment_lines(instruction), len(ids), s,
+                                              self._stop_rule, self._cancel)  # pieces; no lock of ours inside
             else:
-                with self.model.lock:
-                    keep = self._reuse(ids)
-                    gen = iter_generation(self.model.model, self.model.tokenizer, self._cache, ids[keep:], s,
-                                          self._stop_rule, cancel=self._cancel, context_ids=ids)
+                gen = locked_steps(iter_generation(self.model.model, self.model.tokenizer, self._cache, ids[keep:],
+                                                   s, self._stop_rule, cancel=self._cancel, context_ids=ids),
+                                   self.model.lock)
+            try:
+                while True:
+                    self._turn_thread = threading.get_ident()
                     try:
-                        while True:
-                            _, piece = next(gen)
-                            yield piece
+                        item = next(gen)
                     except StopIteration as done:
                         comp = done.value
-                    except BaseException:
-                        self._cached_ids = ids[:self._cache.length] if self._cache.length <= len(ids) else []
-                        self._cache.rewind(len(self._cached_ids))
-                        raise
-                    # The cache now holds the prompt and every sampled token but the last.
+                        break
+                    yield item if remote else item[1]
+            except BaseException:
+                if not remote:
+                    self._cached_ids = ids[:self._cache.length] if self._cache.length <= len(ids) else []
+                    self._cache.rewind(len(self._cached_ids))
+                raise
+            finally:
+                gen.close()
+            with self._lock:
+                if remote:
+                    keep = comp.cached_tokens
+                else:  # the cache now holds the prompt and every sampled token but the last
                     self._cached_ids = (ids + comp.raw_ids[0])[:self._cache.length]
-            turn = Turn(instruction, comp.texts[0], TurnStats(
-                prefill_tokens=len(ids) - keep, cached_tokens=keep,
-                time_to_first_token=comp.time_to_first_token, decode_tokens_per_s=comp.decode_tokens_per_s,
-                generated_tokens=comp.generated_tokens, finish_reason=comp.finish_reasons[0]),
-                expect_output=expect_output, check=check)
-            self.turns.append(turn)
-            self._sync_cache()  # tokens that were generated but cut (and boundary tokens) leave the cache
+                turn = Turn(instruction, comp.texts[0], TurnStats(
+                    prefill_tokens=len(ids) - keep, cached_tokens=keep,
+                    time_to_first_token=comp.time_to_first_token, decode_tokens_per_s=comp.decode_tokens_per_s,
+                    generated_tokens=comp.generated_tokens, finish_reason=comp.finish_reasons[0]),
+                    expect_output=expect_output, check=check)
+                self.turns.append(turn)
+                self._sync_cache()  # tokens that were generated but cut (and boundary tokens) leave the cache
+        finally:
+            with self._lock:
+                self._turn_in_progress, self._turn_thread = False, None
+                self._idle.notify_all()
         if (run if run is not None else self.auto_run) and turn.stats.finish_reason != "cancelled":
             self.run()  # a cancelled turn is not run: the user stopped it
         return turn
+
+    def _wait_idle(self) -> None:
+        """With the lock held: wait until no turn is being generated. A turn suspended in this very thread can
+        never finish while we wait (a callback of it, or a second stream zipped with it): that is an error."""
+        while self._turn_in_progress:
+            if self._turn_thread == threading.get_ident():
+                raise SessionError("this session is in the middle of a turn (an ask_stream that is not finished, "
+                                   "or a callback of it): finish or close() that stream first.")
+            self._idle.wait()
 
     def _check_instruction(self, instruction) -> str:
         if not isinstance(instruction, str):
             raise TypeError(f"instruction must be a str, not {type(instruction).__name__}")
         if not instruction.strip():
             raise SessionError("the instruction is empty: say in words what the next step should do.")
-        return instruction.strip("\r\n")  # spaces stay: MTPB prompts keep theirs
+        return "\n".join(_LINE_BREAK.split(instruction)).strip("\n")  # spaces stay: MTPB prompts keep theirs
+
+    def _bound_text(self, instruction: str) -> None:
+        """With overflow='drop_oldest', drop the oldest turns while the text is too long to be tokenized at all."""
+        limit = self.model.config.n_positions * MAX_TOKEN_CHARS
+        while self.overflow == "drop_oldest" and self.turns and \
+                len(self.text) + len(comment_lines(instruction)) > limit:
+            self.dropped.append(self.turns.pop(0))
+
+    def _check_turn(self, prefix: str, instruction: str, overrides: dict) -> None:
+        """Everything ``ask`` would refuse for a turn after ``prefix``, checked before edit/regenerate drop turns."""
+        s = self.sampling.replace(**{k: v for k, v in overrides.items()
+                                     if k not in ("on_text", "run", "expect_output", "check")})
+        n = self.model.config.n_positions
+        if self.overflow == "drop_oldest":
+            prefix = self.preamble
+        used = len(self._tokens(prefix + comment_lines(instruction)))
+        if used + s.max_new_tokens > n:
+            raise ContextWindowError(f"this turn does not fit the context window: {used} of {n} tokens and up "
+                                     f"to {s.max_new_tokens} new ones. Shorten the instruction or lower "
+                                     "max_new_tokens; no turn was changed.")
 
     def _fit(self, ids: list[int], s: Sampling, instruction: str) -> list[int]:
         n = self.model.config.n_positions
+        if self.overflow == "drop_oldest" and len(ids) + s.max_new_tokens > n:
+            alone = len(self._tokens(self.preamble + comment_lines(instruction)))  # no turn dropped if hopeless
+            if alone + s.max_new_tokens > n:
+                raise ContextWindowError(
+                    f"this turn cannot fit even with every earlier turn dropped: the preamble and the instruction "
+                    f"use {alone} of {n} tokens and it asks for up to {s.max_new_tokens} new ones. Shorten the "
+                    "instruction or lower max_new_tokens.")
         while len(ids) + s.max_new_tokens > n:
             if self.overflow == "drop_oldest" and self.turns:
                 self.dropped.append(self.turns.pop(0))
@@ -251,14 +336,19 @@ class Session:
         """Append a step written by hand (the model sees it from the next turn on)."""
         if not isinstance(code, str) or not code.strip():
             raise SessionError("add_code needs some code.")
+        if instruction is not None and not isinstance(instruction, str):
+            raise SessionError(f"instruction must be a str or None, not {type(instruction).__name__}.")
         with self._lock:
-            turn = Turn(instruction.strip() if instruction else None, code.rstrip("\n") + "\n")
+            self._wait_idle()
+            turn = Turn(self._check_instruction(instruction) if instruction and instruction.strip() else None,
+                        code.rstrip("\n") + "\n")
             self.turns.append(turn)
         return turn
 
     def undo(self) -> Turn:
         """Drop the last turn and rewind the cache (nothing is recomputed); the sandbox forgets it too."""
         with self._lock:
+            self._wait_idle()
             if not self.turns:
                 raise SessionError("nothing to undo: the session has no turns.")
             turn = self.turns.pop()
@@ -272,7 +362,9 @@ class Session:
         prefix before it is reused."""
         instruction = self._check_instruction(instruction)
         with self._lock:
+            self._wait_idle()
             i = self._index(index)
+            self._check_turn(self.preamble + "".join(t.text for t in self.turns[:i]), instruction, kw)
             dropped, self.turns = self.turns[i:], self.turns[:i]
             self._sync_cache()
             if any(t.result is not None for t in dropped):
@@ -282,11 +374,13 @@ class Session:
     def regenerate(self, **kw) -> Turn:
         """Generate the last turn again (a new sample unless decoding is greedy)."""
         with self._lock:
+            self._wait_idle()
             if not self.turns:
                 raise SessionError("nothing to regenerate: the session has no turns.")
             last = self.turns[-1]
             if last.instruction is None or last.data is not None:
                 raise SessionError("the last step was written by hand; there is nothing to regenerate.")
+            self._check_turn(self.preamble + "".join(t.text for t in self.turns[:-1]), last.instruction, kw)
             self.undo()
             return self.ask(last.instruction, expect_output=last.expect_output, check=last.check, **kw)
 
@@ -302,11 +396,13 @@ class Session:
             n = len(self.turns) if at is None else (self._index(at) if at < len(self.turns) else len(self.turns))
             new = Session.__new__(Session)
             new.__dict__.update({k: v for k, v in self.__dict__.items()
-                                 if k not in ("_lock", "_cancel", "_sandbox", "_cache", "_ran", "turns")})
+                                 if k not in ("_lock", "_idle", "_cancel", "_sandbox", "_cache", "_ran", "turns")})
             new._lock, new._cancel, new._sandbox, new._ran = threading.RLock(), threading.Event(), None, []
+            new._idle, new._turn_in_progress, new._turn_thread = threading.Condition(new._lock), False, None
             new.turns = [dataclasses.replace(t, stats=dataclasses.replace(t.stats)) for t in self.turns[:n]]
-            new.dropped = list(self.dropped)
-            new._cache = self._cache.fork() if self._cache is not None else None
+            new.dropped = [dataclasses.replace(t, stats=dataclasses.replace(t.stats)) for t in self.dropped]
+            with self.model.lock:  # a turn in progress in another thread writes the cache between its steps
+                new._cache = self._cache.fork() if self._cache is not None else None
             new._cached_ids = list(self._cached_ids)
             new._sync_cache()
             return new
@@ -328,24 +424,45 @@ class Session:
         Returns their ExecutionResults (each also on its Turn). ``cancel()`` from another thread interrupts the
         running step and runs no further ones; the steps not reached keep ``result`` None. With ``auto_fix``, a
         generated step that fails is fixed (``fix``) up to that many times before the run goes on."""
+        if timeout is not None:
+            from .execution import check_limits
+            check_limits(timeout, None, SessionError)
         with self._lock:
+            self._wait_idle()
             self._cancel.clear()
             return self._run(timeout, upto, fix=self.auto_fix > 0)
 
     def _run(self, timeout: float | None, upto: int | None, fix: bool) -> list:
         results = []
         n = len(self.turns)
-        if upto is not None and not -n <= upto < n:
-            raise SessionError(f"there is no step {upto} to run up to: the session has {n} steps.")
-        if self.preamble.strip() and self.preamble_result is None:
+        if upto is not None and (not isinstance(upto, int) or not -n <= upto < n):
+            raise SessionError(f"there is no step {upto!r} to run up to: the session has {n} steps.")
+        # A preamble that failed, timed out or was cancelled runs again: every step depends on it.
+        if self.preamble.strip() and (self.preamble_result is None or not self.preamble_result.ok):
             self.preamble_result = self.sandbox.run(self.preamble, timeout=timeout, name="the preamble")
+        pre = self.preamble_result
+        missing = "" if pre is None or pre.ok else \
+            f"The preamble did not run ({pre.status}: {pre.error or pre.note}), so its names are missing."
+
+        def run_one(turn: Turn, name: str) -> None:
+            turn.result = self.sandbox.run(self._code(turn), timeout=timeout, expect_output=turn.expect_output,
+                                           check=turn.check, name=name)
+            if missing:
+                turn.result.note = f"{missing} {turn.result.note}".strip()
+
+        # Dropped turns left the prompt, not the program: they run first.
+        for j, turn in enumerate(self.dropped):
+            if self._cancel.is_set():
+                return results
+            if turn.result is None:
+                run_one(turn, f"dropped step {j + 1}")
+                results.append(turn.result)
         for i in range(n if upto is None else upto % n + 1):  # by index: a fix replaces the turn in place
             turn = self.turns[i]
             if self._cancel.is_set():
                 break
             if turn.result is None:
-                turn.result = self.sandbox.run(self._code(turn), timeout=timeout, expect_output=turn.expect_output,
-                                               check=turn.check, name=f"step {i + 1}")
+                run_one(turn, f"step {i + 1}")
                 for _ in range(self.auto_fix if fix and turn.instruction is not None and turn.data is None else 0):
                     if turn.result.ok or self._cancel.is_set():
                         break
@@ -366,6 +483,7 @@ class Session:
         run it. The new step replaces the failed one only if it runs; every failed attempt is kept in the step's
         ``attempts``. Returns the step now at ``index`` (check ``.result.ok``)."""
         with self._lock:
+            self._wait_idle()
             i = self._index(index)
             old = self.turns[i]
             if old.result is None or old.result.ok:
@@ -379,6 +497,7 @@ class Session:
             asked = f"{old.instruction}\nFix: {error}"
             history = old.attempts or [_attempt(old.instruction, old)]
             before, later = self.turns[:i], self.turns[i + 1:]
+            self._check_turn(self.preamble + "".join(t.text for t in before), asked, overrides)  # before any change
             ran_later = any(t.result is not None for t in later)
             self.turns = list(before)
             self._sync_cache()
@@ -417,6 +536,7 @@ class Session:
         data = sharing.pickle_values(values)
         instruction, code = sharing.share_step(values)
         with self._lock:
+            self._wait_idle()
             turn = Turn(instruction, code, data=data)
             self.turns.append(turn)
             try:
@@ -461,7 +581,7 @@ class Session:
         if self._sandbox is None:
             return
         replay = [self.preamble] if self.preamble_result is not None and self.preamble_result.ok else []
-        replay += [self._code(t) for t in self.turns if t.result is not None and t.result.ok]
+        replay += [self._code(t) for t in self.dropped + self.turns if t.result is not None and t.result.ok]
         self._sandbox.restart(replay=replay)
 
     @property
@@ -484,9 +604,9 @@ class Session:
 
     # ---- saving and export -------------------------------------------------------------------------------
     def to_python(self) -> str:
-        """The program so far: the preamble and every step with its instruction as a comment, one blank line
-        between steps (the session text the model reads keeps MTPB's layout)."""
-        parts = [self.preamble] + [comment_lines(t.instruction) + t.code for t in self.turns]
+        """The program so far: the preamble and every step (dropped ones too) with its instruction as a comment,
+        one blank line between steps (the session text the model reads keeps MTPB's layout)."""
+        parts = [self.preamble] + [comment_lines(t.instruction) + t.code for t in self.dropped + self.turns]
         return "\n\n".join(p.strip("\n") for p in parts if p.strip()) + "\n"
 
     def _state(self, turn: Turn) -> str:
@@ -520,24 +640,26 @@ class Session:
                 "model": {"name": self.model.name, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer,
                           "n_head": cfg.n_head, "vocab_size": cfg.vocab_size},
                 "preamble": self.preamble, "sampling": self.sampling.to_dict(),
-                "stop": self.stop if isinstance(self.stop, (str, list, type(None))) else "custom",
+                # a callable cannot be saved: a marker, so that load does not read its name as a regex
+                "stop": self.stop if isinstance(self.stop, (str, list, type(None))) else
+                {"callable": getattr(self.stop, "__qualname__", type(self.stop).__name__)},
                 "overflow": self.overflow, "timeout": self.timeout, "memory_limit": self.memory_limit,
                 "network": self.network, "isolation": self.isolation,
                 "preamble_result": self.preamble_result.to_dict() if self.preamble_result is not None else None,
-                "turns": [t.to_dict() for t in self.turns]}
+                "turns": [t.to_dict() for t in self.turns], "dropped": [t.to_dict() for t in self.dropped]}
 
     def save(self, path: str | Path) -> Path:
         """Write the session as JSON (model, settings, turns, execution results)."""
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
-        return path
+        from . import session_io
+        return session_io.write_atomic(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
-    def load(cls, path: str | Path, model) -> "Session":
+    def load(cls, path: str | Path, model, *, stop: StopSpec | None = None) -> "Session":
         """Restore a saved session onto ``model`` (which must have the same shape as the one that made it).
-        Steps that ran are replayed in the sandbox on the next run."""
+        Steps that ran are replayed in the sandbox on the next run. ``stop``: the stop rule, needed when the session
+        was saved with a callable one (which cannot be saved)."""
         from . import session_io
-        return session_io.load(cls, path, model)
+        return session_io.load(cls, path, model, stop=stop)
 
     def to_notebook(self, path: str | Path) -> Path:
         """Write an .ipynb: a markdown cell per instruction and a code cell per step, with their outputs."""

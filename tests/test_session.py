@@ -296,3 +296,235 @@ def test_run_through_a_step_and_stop_between_steps(tiny, tmp_path):
     s.add_code("print(x)")
     assert s.run()[0].stdout == "2\n"
     s.close()
+
+
+# ------------------------------------------------------------------ reliability (issue 18)
+
+
+def within(fn, seconds: float = 120):
+    """Run fn in a thread: a deadlock fails the test instead of freezing the suite."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # handed to the test
+            box["error"] = e
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    th.join(seconds)
+    assert not th.is_alive(), "deadlock: it never returned"
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def test_streams_hold_no_lock_while_suspended(tiny):
+    cg = tiny[0]
+    s = Session(cg, temperature=0, max_new_tokens=6, stop=None)
+    other = s.fork()
+    pairs = within(lambda: list(zip(s.ask_stream("Assign 1 to x."), other.ask_stream("Assign 1 to x."))))
+    assert len(pairs) == 6 and all(a == b for a, b in pairs)  # same model, same history, greedy: same pieces
+    assert len(s.turns) == 1 and not other.turns  # zip left the second stream unfinished: it keeps nothing
+    # a callback that generates with the same model, or asks another session
+    third = Session(cg, temperature=0, max_new_tokens=4, stop=None)
+    seen = []
+    turn = within(lambda: s.ask("Print x.", on_text=lambda p: seen.append(cg.complete("x", max_new_tokens=2)
+                                                                       + third.ask("Add one.").code)))
+    assert seen and len(third.turns) == len(seen) and s.turns[-1] is turn
+    # a callback that acts on its own session gets an error, not a deadlock
+    with pytest.raises(SessionError, match="middle of a turn"):
+        within(lambda: s.ask("Print x.", on_text=lambda p: s.undo()))
+    # a half-consumed stream blocks nobody else; its own session says why it is busy; closing it loses nothing
+    n = len(s.turns)
+    g = s.ask_stream("Print x twice.")
+    next(g)
+    assert within(lambda: other.ask("Print x.")).code is not None
+    assert within(lambda: cg.complete("def f():", max_new_tokens=2)) is not None
+    with pytest.raises(SessionError, match="middle of a turn"):
+        s.ask("Print x.")
+    g.close()
+    assert len(s.turns) == n
+    # a stream started here and finished in another thread
+    g = s.ask_stream("Print x again.")
+    next(g)
+    within(lambda: list(g))
+    assert len(s.turns) == n + 1 and s.turns[-1].instruction == "Print x again."
+    within(lambda: s.ask("Print it."))
+    s.ask("And again.")  # the session is not left locked
+    assert s.text == s.preamble + "".join(t.text for t in s.turns)
+
+
+def test_edit_and_regenerate_validate_before_dropping_turns(session):
+    session.ask(INSTRUCTIONS[0])
+    session.ask(INSTRUCTIONS[1])
+    before = [(t.instruction, t.code) for t in session.turns]
+    for bad in (dict(temperature=-1), dict(top_p=2), dict(tempreature=0.5)):
+        with pytest.raises(convsynth.SamplingError):
+            session.edit(0, "Assign 4 to x.", **bad)
+        with pytest.raises(convsynth.SamplingError):
+            session.regenerate(**bad)
+    with pytest.raises(ContextWindowError, match="no turn was changed"):
+        session.edit(0, "Assign 4 to x. " * 1000)
+    with pytest.raises(SessionError):
+        session.edit(5, "Assign 4 to x.")
+    assert [(t.instruction, t.code) for t in session.turns] == before
+
+
+def test_save_that_fails_part_way_keeps_the_previous_file(session, tmp_path):
+    import resource
+    import signal
+    session.ask(INSTRUCTIONS[0])
+    path, nb = session.save(tmp_path / "s.json"), session.to_notebook(tmp_path / "s.ipynb")
+    good, good_nb = path.read_text(), nb.read_text()
+    session.add_code("x = '" + "y" * 200_000 + "'")
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))  # the disk is "full" after 100 kB
+    try:
+        with pytest.raises(OSError):
+            session.save(path)
+        with pytest.raises(OSError):
+            session.to_notebook(nb)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert path.read_text() == good and nb.read_text() == good_nb
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.ipynb", "s.json"]  # no temporary file left
+
+
+def test_drop_oldest_loses_nothing(tiny, tmp_path):
+    cg = tiny[0]
+    s = Session(cg, temperature=0, max_new_tokens=64, overflow="drop_oldest", memory_limit=None)
+    for i in range(8):  # about 2400 tokens: the first ask drops some
+        s.add_code(f"v{i} = [" + ", ".join(str(j) for j in range(150)) + "]")
+    turns_before = len(s.turns)
+    with pytest.raises(ContextWindowError, match="cannot fit even"):
+        s.ask("Print v7. " * 700)  # can never fit: nothing may move to dropped
+    assert len(s.turns) == turns_before and not s.dropped
+    s.ask("Print v7.")
+    assert len(s.dropped) >= 1 and "v0 = [" in s.to_python() and "v0 = [" in s.to_notebook(tmp_path / "n.ipynb") \
+        .read_text()
+    s2 = Session.load(s.save(tmp_path / "s.json"), cg)
+    assert [t.code for t in s2.dropped] == [t.code for t in s.dropped] and s2.to_python() == s.to_python()
+    s.run()  # the dropped steps are part of the program: they run first
+    assert all(t.result is not None for t in s.dropped + s.turns)
+    s.undo()  # the generated step ran: the sandbox restarts and replays, dropped steps included
+    s.add_code("print(len(v0))")
+    assert s.run()[-1].stdout == "150\n"
+    s.close()
+
+
+def test_a_preamble_that_timed_out_runs_again(tiny):
+    s = Session(tiny[0], preamble="import time\ntime.sleep(2)\nX = 1\n", timeout=1, memory_limit=None)
+    s.add_code("print(X)")
+    r = s.run()[0]
+    assert r.error.startswith("NameError") and "preamble did not run (timeout" in r.note
+    s.add_code("print(X + 1)")
+    assert s.run(timeout=10)[0].stdout == "2\n" and s.preamble_result.ok
+    s.close()
+
+
+def test_line_breaks_in_an_instruction_stay_comments(session):
+    session.ask("Sort.\rimport os; print('INJECTED')")
+    session.ask("Print.\u2028print('INJECTED 2')\x0cprint(3)")
+    for line in session.to_python().splitlines():
+        assert "INJECTED" not in line or line.startswith("#"), line
+    assert session.turns[0].instruction == "Sort.\nimport os; print('INJECTED')"
+
+
+def test_a_callable_stop_is_not_saved_as_a_regex(tiny, tmp_path):
+    def stop(text):
+        return None
+    s = Session(tiny[0], stop=stop)
+    path = s.save(tmp_path / "s.json")
+    with pytest.raises(SessionError, match="callable stop rule .*stop=") as err:
+        Session.load(path, tiny[0])
+    assert "\n" not in str(err.value)
+    assert Session.load(path, tiny[0], stop=stop).stop is stop
+
+
+def test_a_huge_session_is_refused_before_tokenizing(tiny, tmp_path):
+    cg = tiny[0]
+    s = Session(cg)
+    s.add_code("x = '" + "a" * 3_000_000 + "'")  # 3 MB: tokenizing it alone would take about 1 GB
+    path = s.save(tmp_path / "big.json")
+    s2 = Session.load(path, cg)
+    with pytest.raises(ContextWindowError, match="characters"):
+        s2.ask("Print x.")
+    assert len(s2.turns) == 1
+    data = json.loads(path.read_text())
+    data["overflow"] = "drop_oldest"
+    path.write_text(json.dumps(data))
+    s3 = Session.load(path, cg)  # bounded at load: the step that cannot fit is dropped from the prompt
+    assert len(s3.dropped) == 1 and not s3.turns and "a" * 1000 in s3.to_python()
+
+
+def _saved(session, tmp_path):
+    session.add_code("x = 1", "Assign 1 to x.")
+    return json.loads(session.save(tmp_path / "good.json").read_text())
+
+
+BAD_FILES = {
+    "turns as a dict": (lambda d: d.update(turns={"0": d["turns"][0]}), "'turns' is dict"),
+    "turns as a string": (lambda d: d.update(turns="x = 1"), "'turns' is str"),
+    "a null turn": (lambda d: d["turns"].append(None), "turn 1 is null"),
+    "result as a string": (lambda d: d["turns"][0].update(result="ok"), "'result' is str"),
+    "model as a string": (lambda d: d.update(model="n_embd"), "'model' is str"),
+    "an invalid regex stop": (lambda d: d.update(stop="(["), "not a valid regular expression"),
+    "code as an int": (lambda d: d["turns"][0].update(code=1), "'code' is int"),
+    "instruction as an int": (lambda d: d["turns"][0].update(instruction=2), "'instruction' is int"),
+    "no code": (lambda d: d["turns"][0].pop("code"), "no 'code' field"),
+    "preamble null": (lambda d: d.update(preamble=None), "'preamble' is null"),
+    "timeout as text": (lambda d: d.update(timeout="ten"), "'timeout' is str"),
+    "negative timeout": (lambda d: d.update(timeout=-1), "timeout=-1"),
+    "sampling out of range": (lambda d: d["sampling"].update(top_p=3), "top_p=3"),
+    "an unknown version": (lambda d: d.update(version=2), "version 2; this convsynth reads version 1"),
+    "no version": (lambda d: d.pop("version"), "version None"),
+    "an unknown status": (lambda d: d["turns"][0].update(result={"status": "great"}), "'great' is not one of"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_malformed_session_files_name_the_field(session, tmp_path, case):
+    data = _saved(session, tmp_path)
+    data["turns"][0]["result"] = {"status": "ok"}
+    change, message = BAD_FILES[case]
+    change(data)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(SessionError, match=message.replace("(", r"\(").replace("[", r"\[")) as err:
+        Session.load(path, session.model)
+    assert "\n" not in str(err.value)
+
+
+def test_unreadable_session_paths(session, tmp_path):
+    with pytest.raises(SessionError, match="is a directory"):
+        Session.load(tmp_path, session.model)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(SessionError, match="nested too deeply|not valid JSON"):
+        Session.load(deep, session.model)
+
+
+def test_limits_are_refused_when_the_session_is_made(tiny):
+    with pytest.raises(SessionError, match="memory_limit=10 must be a number of bytes"):
+        Session(tiny[0], memory_limit=10)
+    with pytest.raises(SessionError, match="timeout=-1"):
+        Session(tiny[0], timeout=-1)
+    with pytest.raises(SessionError, match="timeout=-2"):
+        Session(tiny[0]).run(timeout=-2)
+    with pytest.raises(convsynth.errors.UsageError, match="overflow="):
+        Session(tiny[0], overflow="drop_newest")
+
+
+def test_a_dropped_session_does_not_freeze_the_process(checkpoints):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    code = ("import gc, sys, convsynth\ncg = convsynth.load(sys.argv[1], fast=False)\n"
+            "s = convsynth.Session(cg); s.add_code('x = 1'); s.run(); pid = s.sandbox.pid\n"
+            "s = None; gc.collect()\nprint('collected', pid, flush=True)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(checkpoints("tiny")[0])], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("collected"), out.stderr[-2000:]
