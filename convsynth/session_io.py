@@ -33,7 +33,7 @@ def load(cls, path, model):
         for t in data.get("turns", []):
             result = ExecutionResult.from_dict(t["result"]) if t.get("result") else None
             session.turns.append(Turn(t.get("instruction"), t["code"], TurnStats(**t.get("stats", {})), result,
-                                      t.get("expect_output"), t.get("check")))
+                                      t.get("expect_output"), t.get("check"), bool(t.get("edited", False))))
         if data.get("preamble_result"):
             session.preamble_result = ExecutionResult.from_dict(data["preamble_result"])
     except (KeyError, TypeError, ValueError) as e:
