@@ -139,7 +139,7 @@ class _Card(W.VBox):
 
 class SessionWidget(W.VBox):
     """The session as cards, an instruction box, settings and a prompt view. ``generate(text)``, ``undo()``,
-    ``redo()``, ``save()``, ``open(path)``, ``export_python()``, ``export_notebook()`` do what the buttons do;
+    ``redo()``, ``save()``, ``open_session(path)``, ``export_python()``, ``export_notebook()`` do what the buttons do;
     ``wait()`` blocks until the background work is done; ``to_cell()`` (from a cell) puts the program into a new
     cell. Exports and saves go to ``directory`` (the notebook's folder by default); exports never replace a file."""
 
@@ -213,7 +213,7 @@ class SessionWidget(W.VBox):
         self.redo_button.on_click(lambda _: self.redo())
         self.run_all_button.on_click(lambda _: self._run())
         self.save_button.on_click(lambda _: self.save())
-        self.open_button.on_click(lambda _: self.open(self.open_choice.value))
+        self.open_button.on_click(lambda _: self.open_session(self.open_choice.value))
         self.export_py_button.on_click(lambda _: self.export_python())
         self.export_nb_button.on_click(lambda _: self.export_notebook())
         self.program_button.on_click(lambda _: self._toggle_program())
@@ -287,8 +287,11 @@ class SessionWidget(W.VBox):
                 self.show_error(e)
             finally:
                 self.busy, self._action, self._hold = False, "", None
-                self._set_busy(False, self._final or ("Stopped." if self._stop_requested else ""))
-                self.refresh()
+                self.status.value = ""
+                self.refresh()  # before the status and the buttons, so whoever waits for them sees the new state
+                if self._final or self._stop_requested:
+                    self.status.value = self._final or "Stopped."
+                self._set_busy(False)
 
         self.thread = threading.Thread(target=target, name="convsynth-widget", daemon=True)
         self.thread.start()
@@ -465,8 +468,8 @@ class SessionWidget(W.VBox):
 
     # ---- files: save, open, export -------------------------------------------------------------------------
     def _saved_here(self, path, verb: str) -> None:
-        self.bridge.show_file(path, verb)
-        self.status.value = f"{esc(verb)} <code>{esc(Path(path).name)}</code>."
+        self.bridge.show_file(path, verb)  # "Wrote <link>", in the line under the instruction box
+        self.status.value = ""
 
     @_guarded
     def save(self) -> Path:
@@ -481,7 +484,7 @@ class SessionWidget(W.VBox):
         return path
 
     @_guarded
-    def open(self, path=None) -> None:
+    def open_session(self, path=None) -> None:
         """Show the session saved in ``path`` instead of this one (asks first when this one has steps)."""
         if not path:
             self.show_error("Choose a saved session first (they are in the .convsynth folder next to the notebook).")
@@ -563,13 +566,17 @@ class SessionWidget(W.VBox):
         self.error.value = ""
         _show(self.error, False)
 
-    def _set_busy(self, busy: bool, status: str) -> None:
+    def _set_busy(self, busy: bool, status: str | None = None) -> None:
         for b in (self.run_all_button, self.export_py_button, self.export_nb_button, self.undo_button,
                   self.redo_button, self.save_button, self.open_button):
             b.disabled = busy
         self.instruction.busy = busy
         _show(self.stop_button, busy)
-        self.status.value = status
+        if status is not None:
+            self.status.value = status
+        if not busy:
+            self.undo_button.disabled = self.session.history.undo_what is None
+            self.redo_button.disabled = self.session.history.redo_what is None
 
     def _gone_message(self) -> str:
         s, n = self.session, _n(len(self.session.turns), "step")

@@ -181,7 +181,7 @@ def stats_html(stats, edited: bool = False) -> str:
         parts.append(f"{stats.decode_tokens_per_s:.1f} tokens/s")
     parts.append(f"{_n(stats.generated_tokens)} ({reason})")
     if edited:
-        parts.append("code edited by hand since")
+        parts.append("the code has been edited by hand since")
     return " &middot; ".join(parts)
 
 

@@ -309,7 +309,7 @@ def test_exports_never_overwrite_and_link_the_file(w, session, tmp_path, monkeyp
     assert (tmp_path / "convsynth-session.py").read_text() == "mine\n"
     assert (tmp_path / "convsynth-session-2.py").read_text() == session.to_python()
     assert (tmp_path / "convsynth-session-3.py").read_text() == session.to_python()
-    assert "convsynth-session-3.py" in w.status.value
+    assert w.bridge.link_text == "Wrote"
     assert w.bridge.link_path == str((tmp_path / "convsynth-session-3.py").resolve())
     w.export_nb_button.click()
     w.export_nb_button.click()
@@ -349,8 +349,8 @@ def test_save_open_resume_and_the_kernel_gone_message(cg, tmp_path):
     assert other.session.autosave != path and "ui(resume=True)" in other.bridge.gone_message
     other.session.add_code("y = 1")
     other.save()
-    assert "Saved to" in other.status.value and Path(other.open_choice.options[0][1]) == other.session.autosave
-    other.open(str(path))  # has a step: asks first
+    assert other.bridge.link_text == "Saved to" and Path(other.open_choice.options[0][1]) == other.session.autosave
+    other.open_session(str(path))  # has a step: asks first
     assert visible(other.confirm_row) and "Open" in other.confirm_text.value
     other.confirm_yes.click()
     assert other.session.autosave == path and len(cards(other)) == 2

@@ -9,9 +9,14 @@
 
 const INDENT = "    ";
 
+// Keys typed in our boxes are ours: Lumino (JupyterLab, Notebook 7) stops looking for shortcut selectors at
+// this attribute, so Shift+Enter runs the step, not the notebook cell (Notebook 7 sees keys before we do).
+const OWN_KEYS = "data-lm-suppress-shortcuts";
+
 function input({ model, el }) {
   el.classList.add("cs-input");
   const box = document.createElement("input");
+  box.setAttribute(OWN_KEYS, "true");
   box.type = "text";
   box.className = "cs-input-box";
   const button = document.createElement("button");
@@ -59,6 +64,7 @@ function code({ model, el }) {
   view.title = "Click to edit this step's code (Shift+Enter runs it)";
   const ta = document.createElement("textarea");
   ta.className = "cs-code-editor";
+  ta.setAttribute(OWN_KEYS, "true");
   ta.spellcheck = false;
   ta.style.display = "none";
   let editing = false;
@@ -78,6 +84,8 @@ function code({ model, el }) {
     view.style.display = "none";
     ta.style.display = "";
     ta.focus();
+    // The notebook may take the focus back while it handles the same click (Notebook 7 does): take it after.
+    setTimeout(() => { if (editing && document.activeElement !== ta) ta.focus(); }, 0);
   };
   const close = (send) => {
     if (!editing) return;
@@ -98,7 +106,7 @@ function code({ model, el }) {
     } else if (e.key === "Escape") { ta.value = model.get("value"); close(false); }
     e.stopPropagation();  // keys typed here are not notebook shortcuts
   });
-  ta.addEventListener("blur", () => close(true));
+  ta.addEventListener("blur", () => setTimeout(() => { if (document.activeElement !== ta) close(true); }, 0));
   model.on("msg:custom", (msg) => { if (msg.type === "edit") open(); });
   el.append(view, ta);
 }
