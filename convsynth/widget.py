@@ -517,7 +517,10 @@ class SessionWidget(W.VBox):
             found = []
         options = [(p.name, str(p)) for p in found]
         if [o[1] for o in options] != [o[1] for o in self.open_choice.options]:
+            chosen = self.open_choice.value
             self.open_choice.options = options
+            if options:  # keep the choice made, else offer the newest
+                self.open_choice.value = chosen if chosen in (o[1] for o in options) else options[0][1]
 
     @_guarded
     def export_python(self) -> Path:

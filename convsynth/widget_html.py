@@ -73,6 +73,7 @@ CSS = """<style>
   border: 2px solid var(--jp-warn-color1, #d4a72c); border-radius: 6px; margin: 4px 0;
   background: var(--jp-layout-color2, #fff8c5); }
 .convsynth .convsynth-file-link, .convsynth .convsynth-confirm { font-size: 12px; }
+.convsynth .convsynth-file-link { margin: 4px 0 0 2px; }
 .convsynth .convsynth-file-link a { color: var(--jp-content-link-color, #0969da); text-decoration: underline; }
 .convsynth .widget-button { width: auto; }
 .convsynth .cs-tok { border-radius: 2px; box-shadow: inset -1px 0 0 rgba(0,0,0,.18); }
@@ -181,7 +182,7 @@ def stats_html(stats, edited: bool = False) -> str:
         parts.append(f"{stats.decode_tokens_per_s:.1f} tokens/s")
     parts.append(f"{_n(stats.generated_tokens)} ({reason})")
     if edited:
-        parts.append("the code has been edited by hand since")
+        parts[-1] += ", then edited by hand"
     return " &middot; ".join(parts)
 
 
