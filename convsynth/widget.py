@@ -106,6 +106,7 @@ class _Card(W.VBox):
         running = (busy and turn.result is None and self.owner._action == "run"
                    and (upto is None or index <= upto))
         self.output.value = ('<div class="cs-meta">running&hellip;</div>' if running
+                             else '<div class="cs-meta">no code: nothing to run</div>' if not turn.code.strip()
                              else result_html(turn.result, step=index + 1))
         self.stats.value = stats_html(turn.stats, turn.edited)
         self.run_button.description = "Run" if turn.result is None else "Run again"
@@ -363,9 +364,15 @@ class SessionWidget(W.VBox):
         if text is None:
             return self.show_error(f"Step {index + 1} was written by hand: there is nothing to regenerate.")
 
+        before = turns[index].code
+
         def work():
             turn = self.session.regenerate(index, on_text=self._streamer(index, text), run=False)
             self._after_generating(turn, "step")
+            if turn.code == before and not self._final:  # say so rather than seem to do nothing
+                self._final = ("Regenerated: the same code again" + (" (temperature 0 always gives the same step)."
+                                                                     if self.session.sampling.temperature == 0
+                                                                     else "."))
         self._start("generate", "Generating&hellip;", work, live=text, at=index)
 
     @_guarded

@@ -187,6 +187,9 @@ def test_edit_keeps_later_steps_undo_redo_and_delete_asks(w, session):
     old.regenerate_button.click()  # any generated step, later ones kept
     assert w.wait(WAIT) and not w.error.value
     assert len(session.turns) == 3 and cards(w)[1] is not old
+    cards(w)[1].regenerate_button.click()  # again, nothing changed before it: greedy gives the same code
+    assert w.wait(WAIT) and not w.error.value
+    assert "Regenerated: the same code again (temperature 0" in w.status.value  # said, not silent
 
     cards(w)[1].delete_button.click()  # asks first
     assert visible(w.confirm_row) and "Delete step 2" in w.confirm_text.value and len(session.turns) == 3
@@ -215,6 +218,10 @@ def test_code_edited_in_a_card_is_saved_marked_and_runs(w, session):
     assert cards(w)[1].run_button.description == "Run again"
     w.run_all_button.click()
     assert "Nothing to run" in w.status.value  # said, not silent
+    from convsynth.session import Turn
+    session.turns.append(Turn("Do nothing.", "\n"))  # a step the model left empty is not reported as "ok"
+    w.refresh()
+    assert "no code: nothing to run" in cards(w)[-1].output.value and "(no code)" in cards(w)[-1].code.html
 
 
 def test_run_shows_stdout_errors_images_and_timeouts(w, session):
