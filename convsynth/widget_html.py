@@ -68,7 +68,8 @@ CSS = """<style>
   color: var(--jp-content-font-color2, #6e7781); font-size: 12px; }
 .convsynth .convsynth-error { color: var(--jp-error-color1, #cf222e); border: 1px solid var(--jp-error-color1, #cf222e);
   border-radius: 6px; padding: 2px 8px; background: var(--jp-layout-color1, #fff5f5); }
-.convsynth .convsynth-error pre { white-space: pre-wrap; font-size: 12px; color: var(--jp-content-font-color2, #57606a); }
+.convsynth .convsynth-error pre { white-space: pre-wrap; font-size: 12px;
+  color: var(--jp-content-font-color2, #57606a); }
 .convsynth .convsynth-kernel-gone { color: var(--jp-warn-color0, #9a6700); font-weight: 600; padding: 6px 10px;
   border: 2px solid var(--jp-warn-color1, #d4a72c); border-radius: 6px; margin: 4px 0;
   background: var(--jp-layout-color2, #fff8c5); }
