@@ -8,17 +8,20 @@ those ids, so a turn prefills only its instruction and a boundary token or two. 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import ContextWindowError, SessionError, UsageError
+from .errors import ContextWindowError, SessionError, UsageError, describe
 from .generate import Sampling, iter_generation, locked_steps
+from .history import History, Snapshot, write_atomic
 from .stops import StopSpec, make_stop
 
 MTPB_PREAMBLE = "# Import libraries.\n\nimport numpy as np\n\n"
@@ -49,6 +52,7 @@ class Turn:
     check: str | None = None
     data: dict | None = None        # a shared step: name -> the pickled value (base64); see sharing.py
     attempts: list = field(default_factory=list)  # failed attempts fix() replaced: instruction, code, error
+    edited: bool = False            # its code was changed by hand (edit_code) after it was generated
 
     @property
     def text(self) -> str:
@@ -91,8 +95,9 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class Session:
-    """``Session(model, preamble=MTPB_PREAMBLE, **sampling)``; then ``ask``, ``run``, ``undo``, ``edit``,
-    ``regenerate``, ``add_code``, ``fork``, ``save``/``load``, ``to_python``, ``to_notebook``.
+    """``Session(model, preamble=MTPB_PREAMBLE, **sampling)``; then ``ask``, ``run``, ``rerun``, ``edit``,
+    ``edit_code``, ``regenerate``, ``add_code``, ``delete``, ``undo``/``redo``, ``fork``, ``save``/``load``,
+    ``to_python``, ``to_notebook``.
 
     sampling: max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed (as in ``CodeGen.complete``).
     stop: how a step ends (default 'codegen': next top-level comment, two blank lines, end of text, the
@@ -102,13 +107,15 @@ class Session:
     platform can, else warn once), 'strict' (refuse to run unisolated) or 'off' (see ``convsynth.isolation``).
     cwd: the folder steps run in (default: the current directory where the session is created, in a notebook
     the notebook's folder; None: a private scratch folder removed on close). auto_fix: after a generated step
-    fails, try ``fix`` up to this many times."""
+    fails, try ``fix`` up to this many times. autosave: a path the session is saved to after every change and
+    run."""
 
     def __init__(self, model, preamble: str = MTPB_PREAMBLE, *, stop: StopSpec = "codegen",
                  overflow: str = "error", timeout: float = 10.0, memory_limit: int | None = 2 * 2**30,
                  auto_run: bool = False, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
                  top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None, network: bool = False,
-                 isolation: str = "auto", cwd: str | Path | None = ".", auto_fix: int = 0):
+                 isolation: str = "auto", cwd: str | Path | None = ".", auto_fix: int = 0,
+                 autosave: str | Path | None = None):
         if overflow not in ("error", "drop_oldest"):
             raise UsageError(f"overflow={overflow!r} must be 'error' or 'drop_oldest'.")
         if not isinstance(preamble, str):
@@ -147,6 +154,7 @@ class Session:
         self._cancel = threading.Event()
         self._sandbox = None
         self._ran: list[str] = []         # code that the sandbox has run successfully, in order
+        self._start_history(autosave)
 
     # ---- the text the model sees -------------------------------------------------------------------------
     @property
@@ -216,15 +224,21 @@ class Session:
         s = self.sampling.replace(**overrides)
         with self._lock:
             self._wait_idle()
-            self._cancel.clear()
-            if s.seed is not None:
-                s = dataclasses.replace(s, seed=s.seed + self._draws)
-            self._bound_text(instruction)
-            ids = self._fit(self._tokens(self.text + comment_lines(instruction)), s, instruction)
-            self._draws += 1
-            remote = getattr(self.model, "remote", False)  # a server holds the KV cache (convsynth.remote)
-            keep = 0 if remote else self._reuse(ids)
+            before = self._begin_change()  # one change, recorded when the turn ends (put back if it fails)
+            try:
+                self._cancel.clear()
+                if s.seed is not None:
+                    s = dataclasses.replace(s, seed=s.seed + self._draws)
+                self._bound_text(instruction)
+                ids = self._fit(self._tokens(self.text + comment_lines(instruction)), s, instruction)
+                self._draws += 1
+                remote = getattr(self.model, "remote", False)  # a server holds the KV cache (convsynth.remote)
+                keep = 0 if remote else self._reuse(ids)
+            except BaseException:
+                self._end_change(before, "generate", failed=True)
+                raise
             self._turn_in_progress, self._turn_thread = True, threading.get_ident()
+        failed = True
         try:
             if remote:
                 gen = self.model.session_turn(self, self.text + comment_lines(instruction), len(ids), s,
@@ -261,10 +275,14 @@ class Session:
                     expect_output=expect_output, check=check)
                 self.turns.append(turn)
                 self._sync_cache()  # tokens that were generated but cut (and boundary tokens) leave the cache
+            failed = False
         finally:
             with self._lock:
                 self._turn_in_progress, self._turn_thread = False, None
-                self._idle.notify_all()
+                try:
+                    self._end_change(before, "generate", failed)
+                finally:
+                    self._idle.notify_all()
         if (run if run is not None else self.auto_run) and turn.stats.finish_reason != "cancelled":
             self.run()  # a cancelled turn is not run: the user stopped it
         return turn
@@ -338,51 +356,208 @@ class Session:
             raise SessionError("add_code needs some code.")
         if instruction is not None and not isinstance(instruction, str):
             raise SessionError(f"instruction must be a str or None, not {type(instruction).__name__}.")
-        with self._lock:
-            self._wait_idle()
+        with self._lock, self._change("add code"):
             turn = Turn(self._check_instruction(instruction) if instruction and instruction.strip() else None,
                         code.rstrip("\n") + "\n")
             self.turns.append(turn)
         return turn
 
-    def undo(self) -> Turn:
-        """Drop the last turn and rewind the cache (nothing is recomputed); the sandbox forgets it too."""
-        with self._lock:
-            self._wait_idle()
-            if not self.turns:
-                raise SessionError("nothing to undo: the session has no turns.")
-            turn = self.turns.pop()
-            self._sync_cache()
-            if turn.result is not None:
-                self._reset_sandbox()
-            return turn
-
-    def edit(self, index: int, instruction: str, **kw) -> Turn:
-        """Replace turn ``index``'s instruction and generate it again; later turns are dropped. The cached
-        prefix before it is reused."""
+    def edit(self, index: int, instruction: str, *, regenerate_following: bool = False, **kw) -> Turn:
+        """Replace turn ``index``'s instruction and generate its code again. The later turns stay, code
+        unchanged (the model sees the new step from then on), unless ``regenerate_following``: then the later
+        generated turns are generated again too (steps written by hand stay). The cached prefix before the
+        step is reused. Later steps lose their results (they must run again). One change for undo."""
         instruction = self._check_instruction(instruction)
-        with self._lock:
-            self._wait_idle()
-            i = self._index(index)
-            self._check_turn(self.preamble + "".join(t.text for t in self.turns[:i]), instruction, kw)
-            dropped, self.turns = self.turns[i:], self.turns[:i]
-            self._sync_cache()
-            if any(t.result is not None for t in dropped):
-                self._reset_sandbox()
-            return self.ask(instruction, **kw)
+        return self._generate_at(self._index(index), instruction, regenerate_following, "edit", **kw)
 
-    def regenerate(self, **kw) -> Turn:
-        """Generate the last turn again (a new sample unless decoding is greedy)."""
+    def regenerate(self, index: int = -1, **kw) -> Turn:
+        """Generate turn ``index`` (the last by default) again: a new sample unless decoding is greedy. The
+        later turns stay, as with ``edit``."""
         with self._lock:
             self._wait_idle()
             if not self.turns:
                 raise SessionError("nothing to regenerate: the session has no turns.")
-            last = self.turns[-1]
-            if last.instruction is None or last.data is not None:
-                raise SessionError("the last step was written by hand; there is nothing to regenerate.")
-            self._check_turn(self.preamble + "".join(t.text for t in self.turns[:-1]), last.instruction, kw)
-            self.undo()
-            return self.ask(last.instruction, expect_output=last.expect_output, check=last.check, **kw)
+            i = self._index(index)
+            if self.turns[i].instruction is None or self.turns[i].data is not None:
+                how = "was written by hand" if self.turns[i].data is None else "shares values from the notebook"
+                raise SessionError(f"step {i + 1} {how}; there is nothing to regenerate (edit its code, or delete "
+                                   "it).")
+            return self._generate_at(i, self.turns[i].instruction, False, "regenerate", **kw)
+
+    def _generate_at(self, i: int, instruction: str, following: bool, what: str, **kw) -> Turn:
+        run = kw.pop("run", None)
+        with self._lock:
+            with self._change(what):
+                # everything ask would refuse (sampling, context window), before a turn is touched
+                self._check_turn(self.preamble + "".join(t.text for t in self.turns[:i]), instruction, kw)
+                old, later = self.turns[i], self.turns[i + 1:]
+                reset = any(t.result is not None for t in self.turns[i:])
+                self.turns = self.turns[:i]
+                self._sync_cache()
+                turn = self.ask(instruction, expect_output=old.expect_output, check=old.check, run=False, **kw)
+                kw.pop("on_text", None)  # the pieces of the edited step only
+                for t in later:
+                    if following and t.instruction is not None and t.data is None and \
+                            turn.stats.finish_reason != "cancelled":
+                        self.ask(t.instruction, expect_output=t.expect_output, check=t.check, run=False, **kw)
+                    else:
+                        self.turns.append(dataclasses.replace(t, result=None))
+                self._sync_cache()
+                if reset:  # after generating, so the sandbox restart does not delay the first token
+                    self._reset_sandbox()
+            if (run if run is not None else self.auto_run) and turn.stats.finish_reason != "cancelled":
+                self.run()
+            return turn
+
+    def edit_code(self, index: int, code: str) -> Turn:
+        """Replace turn ``index``'s code by hand (the turn is marked ``edited``; the model sees the new code from
+        then on). It and the later steps lose their results and must run again. Returns the new Turn."""
+        if not isinstance(code, str) or not code.strip():
+            raise SessionError("edit_code needs some code; to remove the step, use delete(index).")
+        code = code.rstrip("\n") + "\n"
+        with self._lock, self._change("code edit"):
+            i = self._index(index)
+            old = self.turns[i]
+            if old.data is not None:
+                raise SessionError(f"step {i + 1} shares values from the notebook, its code only shows them: share "
+                                   "them again (share) or delete the step.")
+            if code == old.code:
+                return old
+            self._replace_from(i, [dataclasses.replace(old, code=code, result=None, edited=True)])
+            return self.turns[i]
+
+    def delete(self, index: int) -> Turn:
+        """Remove turn ``index``; the later turns stay (without their results: they must run again)."""
+        with self._lock, self._change("delete"):
+            i = self._index(index)
+            removed = self.turns[i]
+            self._replace_from(i, [])
+            return removed
+
+    def _replace_from(self, i: int, new: list[Turn]) -> None:
+        """Put ``new`` in place of turn i; the later turns become copies without results (a Turn object always
+        follows the same earlier steps: history.py relies on it) and the sandbox forgets what it ran of them."""
+        reset = any(t.result is not None for t in self.turns[i:])
+        self.turns[i:] = new + [dataclasses.replace(t, result=None) for t in self.turns[i + 1:]]
+        self._sync_cache()
+        if reset:
+            self._reset_sandbox()
+
+    def rerun(self, index: int = -1, *, timeout: float | None = None) -> list:
+        """Run turn ``index`` again, whatever its result (a failed or timed-out step too): the sandbox is brought
+        back to the steps before it, then the steps through it that have no result run. Returns their results."""
+        with self._lock:
+            self._wait_idle()
+            i = self._index(index)
+            if any(t.result is not None for t in self.turns[i:]):
+                for t in self.turns[i:]:
+                    t.result = None  # in place: a run is not a change to undo (history.py)
+                self._reset_sandbox()
+            return self.run(timeout=timeout, upto=i)
+
+    # ---- history: undo, redo, autosave, listeners ------------------------------------------------------------
+    def _start_history(self, autosave=None) -> None:
+        self.autosave = Path(autosave) if autosave is not None else None
+        self.autosave_error: str | None = None  # why the last autosave failed, if it did
+        self.history = History(Snapshot(tuple(self.turns), tuple(self.dropped)))
+        self._depth = 0  # _change blocks entered: nested verbs (edit calls ask) make one change
+        self._listeners: list[Callable[[str], None]] = []
+
+    @contextlib.contextmanager
+    def _change(self, what: str):
+        """A block that changes the turns: recorded as one undoable change when it ends, autosaved and reported
+        to listeners; if it raises, the turns are put back as they were (nothing half-done stays). It waits for
+        a turn being generated in another thread (and refuses one suspended in this thread)."""
+        with self._lock:
+            self._wait_idle()
+            before = self._begin_change()
+            try:
+                yield
+            except BaseException:
+                self._end_change(before, what, failed=True)
+                raise
+            self._end_change(before, what, failed=False)
+
+    def _begin_change(self) -> Snapshot:
+        """With the lock held: enter a change (nested ones, such as the ask inside an edit, make one change)."""
+        self._depth += 1
+        return Snapshot(tuple(self.turns), tuple(self.dropped))
+
+    def _end_change(self, before: Snapshot, what: str, failed: bool) -> None:
+        """With the lock held: leave a change; the outermost records it, or puts ``before`` back if it failed."""
+        self._depth -= 1
+        if self._depth == 0:
+            if failed:
+                self._restore(before)
+            else:
+                self._catch_up(what)
+
+    def _catch_up(self, what: str = "change") -> bool:
+        """Record the turns as a change if they differ from the last snapshot (also changes made by assigning
+        to ``turns`` directly); returns whether they did."""
+        if self.history.current.same(self.turns, self.dropped):
+            return False
+        self.history.record(Snapshot(tuple(self.turns), tuple(self.dropped), what))
+        self._changed(what)
+        return True
+
+    def _restore(self, snap: Snapshot) -> None:
+        ran_before = [t for t in self.turns if t.result is not None]
+        self.turns, self.dropped = list(snap.turns), list(snap.dropped)
+        self._sync_cache()
+        ran_now = [t for t in self.turns if t.result is not None]
+        if len(ran_now) != len(ran_before) or any(a is not b for a, b in zip(ran_now, ran_before)):
+            self._reset_sandbox()  # the sandbox ran other steps than those kept: replay the kept ones
+
+    def undo(self) -> Turn | None:
+        """Revert the last change, whatever it was (a generated step, an edit, a regenerate, a code edit, a
+        delete...); the cache is rewound, nothing is recomputed, and the sandbox forgets steps no longer
+        there. Returns the turn the change had made (None when it made none, e.g. a delete)."""
+        with self._lock:
+            self._wait_idle()
+            self._catch_up()
+            snap = self.history.back()
+            if snap is None:
+                raise SessionError("nothing to undo: the session has not changed since it started or was loaded.")
+            made = [t for t in self.turns if all(t is not u for u in snap.turns)]
+            self._restore(snap)
+            self._changed("undo")
+            return made[-1] if made else None
+
+    def redo(self) -> Turn | None:
+        """Apply again the change the last undo reverted (its code as it was: nothing is generated). Returns the
+        turn it brings back (None when it brings none)."""
+        with self._lock:
+            self._wait_idle()
+            if self._catch_up():
+                raise SessionError("nothing to redo: the session changed since the last undo.")
+            snap = self.history.forward()
+            if snap is None:
+                raise SessionError("nothing to redo: no change was undone.")
+            back = [t for t in snap.turns if all(t is not u for u in self.turns)]
+            self._restore(snap)
+            self._changed("redo")
+            return back[-1] if back else None
+
+    def on_change(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(what)`` after every change ("generate", "edit", "undo", "run"...), from the thread that
+        made it. Views subscribe here instead of keeping a copy of the turns."""
+        self._listeners.append(callback)
+
+    def _changed(self, what: str) -> None:
+        if self.autosave is not None:
+            try:
+                write_atomic(self.autosave, json.dumps(self.to_dict(), indent=1))
+                self.autosave_error = None
+            except (OSError, TypeError, ValueError) as e:  # the change itself stands; say why it was not saved
+                if self.autosave_error is None:
+                    warnings.warn(f"convsynth: could not autosave to {self.autosave} ({describe(e)})", stacklevel=3)
+                self.autosave_error = describe(e)
+        for callback in list(self._listeners):
+            try:
+                callback(what)
+            except Exception as e:  # noqa: BLE001 - a broken view must not break the session
+                warnings.warn(f"convsynth: an on_change listener failed ({describe(e)})", stacklevel=3)
 
     def _index(self, index: int) -> int:
         if not isinstance(index, int) or not -len(self.turns) <= index < len(self.turns):
@@ -396,7 +571,8 @@ class Session:
             n = len(self.turns) if at is None else (self._index(at) if at < len(self.turns) else len(self.turns))
             new = Session.__new__(Session)
             new.__dict__.update({k: v for k, v in self.__dict__.items()
-                                 if k not in ("_lock", "_idle", "_cancel", "_sandbox", "_cache", "_ran", "turns")})
+                                 if k not in ("_lock", "_idle", "_cancel", "_sandbox", "_cache", "_ran", "turns",
+                                              "history", "_listeners", "autosave")})
             new._lock, new._cancel, new._sandbox, new._ran = threading.RLock(), threading.Event(), None, []
             new._idle, new._turn_in_progress, new._turn_thread = threading.Condition(new._lock), False, None
             new.turns = [dataclasses.replace(t, stats=dataclasses.replace(t.stats)) for t in self.turns[:n]]
@@ -405,6 +581,7 @@ class Session:
                 new._cache = self._cache.fork() if self._cache is not None else None
             new._cached_ids = list(self._cached_ids)
             new._sync_cache()
+            new._start_history()
             return new
 
     # ---- execution ---------------------------------------------------------------------------------------
@@ -430,7 +607,10 @@ class Session:
         with self._lock:
             self._wait_idle()
             self._cancel.clear()
-            return self._run(timeout, upto, fix=self.auto_fix > 0)
+            results = self._run(timeout, upto, fix=self.auto_fix > 0)
+            if results:
+                self._changed("run")  # outputs are saved too; not an undoable change
+            return results
 
     def _run(self, timeout: float | None, upto: int | None, fix: bool) -> list:
         results = []
@@ -482,8 +662,7 @@ class Session:
         """Generate failed step ``index`` again with its error added to the instruction as a comment line, and
         run it. The new step replaces the failed one only if it runs; every failed attempt is kept in the step's
         ``attempts``. Returns the step now at ``index`` (check ``.result.ok``)."""
-        with self._lock:
-            self._wait_idle()
+        with self._lock, self._change("fix"):
             i = self._index(index)
             old = self.turns[i]
             if old.result is None or old.result.ok:
@@ -503,25 +682,21 @@ class Session:
             self._sync_cache()
             if ran_later:  # the namespace must be the one step i saw
                 self._reset_sandbox()
-            try:
-                new = self.ask(asked, run=False, expect_output=old.expect_output, check=old.check, **overrides)
-                new.instruction = old.instruction  # the program keeps the plain instruction
-                if new.stats.finish_reason != "cancelled":
-                    self._run(None, i, fix=False)
-            except BaseException:
-                self.turns = before + [old] + later
-                self._sync_cache()
-                raise
-            if new.result is not None and new.result.ok:
+            # if this raises, _change puts the turns back as they were and replays the sandbox if it must
+            new = self.ask(asked, run=False, expect_output=old.expect_output, check=old.check, **overrides)
+            new.instruction = old.instruction  # the program keeps the plain instruction
+            if new.stats.finish_reason != "cancelled":
+                self._run(None, i, fix=False)
+            if new.result is not None and new.result.ok:  # a change: undo brings the failed step back
                 new.attempts = history
-                for t in later:  # they ran after the broken step: run them again
-                    t.result = None
-                self.turns = before + [new] + later
-            else:
+                # they ran after the broken step: copies without results (history.py), to run again
+                self.turns = before + [new] + [dataclasses.replace(t, result=None) for t in later]
+            else:  # no change to the program: the attempt is noted on the step, as a run notes its result
                 old.attempts = history + [_attempt(asked, new)]
                 self.turns = before + [old] + later
                 if ran_later:
                     self._reset_sandbox()
+                self._changed("fix")  # saved and shown, though there is nothing to undo
             self._sync_cache()
             return self.turns[i]
 
@@ -535,8 +710,7 @@ class Session:
             raise SessionError("share needs values to share: s.share(df=df, names=names).")
         data = sharing.pickle_values(values)
         instruction, code = sharing.share_step(values)
-        with self._lock:
-            self._wait_idle()
+        with self._lock, self._change("share"):
             turn = Turn(instruction, code, data=data)
             self.turns.append(turn)
             try:
@@ -654,12 +828,16 @@ class Session:
         return session_io.write_atomic(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
-    def load(cls, path: str | Path, model, *, stop: StopSpec | None = None) -> "Session":
+    def load(cls, path: str | Path, model, *, stop: StopSpec | None = None,
+             autosave: str | Path | None = None) -> "Session":
         """Restore a saved session onto ``model`` (which must have the same shape as the one that made it).
         Steps that ran are replayed in the sandbox on the next run. ``stop``: the stop rule, needed when the session
-        was saved with a callable one (which cannot be saved)."""
+        was saved with a callable one (which cannot be saved). ``autosave``: a path to save to after each change
+        from now on (may be ``path`` itself). Undo starts from the loaded state."""
         from . import session_io
-        return session_io.load(cls, path, model, stop=stop)
+        session = session_io.load(cls, path, model, stop=stop)
+        session._start_history(autosave)
+        return session
 
     def to_notebook(self, path: str | Path) -> Path:
         """Write an .ipynb: a markdown cell per instruction and a code cell per step, with their outputs."""

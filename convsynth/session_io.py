@@ -59,7 +59,7 @@ def _check(data: dict, key: str, types: tuple, where: str, default=None, require
 
 _TURN_FIELDS = {"instruction": (str, type(None)), "code": (str,), "expect_output": (str, type(None)),
                 "check": (str, type(None)), "stats": (dict,), "result": (dict, type(None)),
-                "data": (dict, type(None)), "attempts": (list,)}
+                "data": (dict, type(None)), "attempts": (list,), "edited": (bool,)}
 
 
 def _turn(t, where: str, Turn, TurnStats, ExecutionResult):
@@ -79,7 +79,7 @@ def _turn(t, where: str, Turn, TurnStats, ExecutionResult):
     if not all(isinstance(a, dict) for a in f["attempts"] or []):
         raise SessionError(f"{where}: 'attempts' must be a list of objects.")
     return Turn(f["instruction"], f["code"], stats, result, f["expect_output"], f["check"], f["data"],
-                list(f["attempts"] or []))
+                list(f["attempts"] or []), bool(f["edited"]))
 
 
 def load(cls, path, model, *, stop=None):

@@ -60,18 +60,32 @@ def test_undo_rewinds_without_recomputing(session):
     assert again.stats.prefill_tokens <= n_instr + 2
 
 
-def test_edit_regenerates_from_there_and_reuses_the_prefix(session):
+def test_edit_regenerates_one_step_keeps_the_later_ones_and_reuses_the_prefix(session):
+    cg = session.model
     for ins in INSTRUCTIONS[:4]:
         session.ask(ins)
-    prefix_tokens = len(session.model.encode(session.preamble + session.turns[0].text))
+    later = [t.code for t in session.turns[2:]]
+    prefix_tokens = len(cg.encode(session.preamble + session.turns[0].text))
     turn = session.edit(1, "Print x twice.")
-    assert [t.instruction for t in session.turns] == [INSTRUCTIONS[0], "Print x twice."]
-    assert turn.stats.cached_tokens >= prefix_tokens - 2
+    assert [t.instruction for t in session.turns] == [INSTRUCTIONS[0], "Print x twice.", *INSTRUCTIONS[2:4]]
+    assert session.turns[1] is turn and [t.code for t in session.turns[2:]] == later  # code kept as it was
+    assert turn.code == cg.complete(prompt_before(session, 1), temperature=0, max_new_tokens=16, stop="codegen")
+    assert turn.stats.cached_tokens >= prefix_tokens - 2  # the cache was reused up to the change
+    assert session._cached_ids == cg.encode(session.text)[:session.cached_tokens]
+    nxt = session.ask(INSTRUCTIONS[4])  # the model sees the new text, later steps included
+    assert nxt.code == cg.complete(prompt_before(session, 4), temperature=0, max_new_tokens=16, stop="codegen")
+
+    session.add_code("y = 1")  # written by hand: stays when the steps after an edit are regenerated
+    session.edit(0, "Assign 4 to x.", regenerate_following=True)
+    assert session.turns[0].instruction == "Assign 4 to x." and session.turns[-1].code == "y = 1\n"
+    for i in range(1, 5):  # each later generated step is what a fresh model writes after the new text
+        assert session.turns[i].code == cg.complete(prompt_before(session, i), temperature=0, max_new_tokens=16,
+                                                    stop="codegen"), i
     with pytest.raises(SessionError, match="out of range"):
-        session.edit(5, "Nope.")
+        session.edit(6, "Nope.")
     with pytest.raises(SessionError, match="out of range"):
-        session.edit(-3, "Nope.")
-    assert len(session.turns) == 2  # nothing lost
+        session.edit(-7, "Nope.")
+    assert len(session.turns) == 6  # nothing lost
 
 
 def test_regenerate_draws_a_new_sample(tiny):
@@ -528,3 +542,109 @@ def test_a_dropped_session_does_not_freeze_the_process(checkpoints):
     out = subprocess.run([sys.executable, "-c", code, str(checkpoints("tiny")[0])], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.startswith("collected"), out.stderr[-2000:]
+
+
+# ------------------------------------------------------------------ edit, undo/redo, autosave (issue 17)
+
+
+def test_undo_and_redo_every_kind_of_change(session):
+    cg = session.model
+    texts = [session.text]
+    session.ask(INSTRUCTIONS[0])
+    texts.append(session.text)
+    session.ask(INSTRUCTIONS[1])
+    texts.append(session.text)
+    session.add_code("z = 7", "Assign 7 to z.")
+    texts.append(session.text)
+    session.edit(0, "Assign 5 to x.")
+    texts.append(session.text)
+    edited = session.edit_code(1, "print(x + 1)")
+    assert edited.edited and session.turns[1] is edited and edited.instruction == INSTRUCTIONS[1]
+    texts.append(session.text)
+    session.delete(2)
+    texts.append(session.text)
+    session.regenerate(0)
+    texts.append(session.text)
+    assert session.history.undo_what == "regenerate"
+    for expected in reversed(texts[:-1]):
+        session.undo()
+        assert session.text == expected
+        assert session._cached_ids == cg.encode(session.text)[:session.cached_tokens]
+    with pytest.raises(SessionError, match="nothing to undo"):
+        session.undo()
+    for expected in texts[1:]:
+        session.redo()
+        assert session.text == expected
+    with pytest.raises(SessionError, match="nothing to redo"):
+        session.redo()
+    session.undo()
+    session.undo()  # back before the delete: the code edit is the last change
+    assert session.turns[1].edited and session.turns[2].code == "z = 7\n"
+    nxt = session.ask(INSTRUCTIONS[2])  # a new change after undo: the undone ones cannot be redone any more
+    assert nxt.code == cg.complete(prompt_before(session, 3), temperature=0, max_new_tokens=16, stop="codegen")
+    with pytest.raises(SessionError, match="nothing to redo"):
+        session.redo()
+    undone = session.undo()  # undo of a generated step returns it, as before
+    assert undone is nxt and len(session.turns) == 3
+
+
+def test_edit_code_and_rerun_through_the_sandbox(tiny):
+    s = Session(tiny[0], timeout=2, cwd=None)  # a private folder: the step below writes a file in it
+    s.add_code("n = 1")
+    s.add_code("n += 1\nprint(n)")
+    s.add_code("import os, time\nif not os.path.exists('go'):\n    time.sleep(60)\nprint('done', n)")
+    first = s.run()
+    assert [r.status for r in first] == ["ok", "ok", "timeout"] and first[1].stdout == "2\n"
+    (__import__("pathlib").Path(s.sandbox.workdir) / "go").touch()
+    assert [r.stdout for r in s.rerun(2)] == ["done 2\n"]  # a timed-out step runs again, state kept
+    assert [r.stdout for r in s.rerun(1)] == ["2\n"]  # not 3: the sandbox went back to before step 1 first
+    assert s.turns[2].result is None  # rerunning step 1 took the results after it: they must run again
+
+    s.edit_code(0, "n = 10")
+    assert s.turns[0].edited and all(t.result is None for t in s.turns)
+    assert [r.stdout for r in s.run()] == ["", "11\n", "done 11\n"]
+    s.undo()  # back to n = 1, with the results those steps had; the sandbox replays them
+    assert not s.turns[0].edited and s.turns[1].result.stdout == "2\n"
+    s.add_code("print(n)")
+    assert [r.stdout for r in s.run()] == ["done 2\n", "2\n"]  # step 2 had no result then: it runs now
+    with pytest.raises(SessionError, match="needs some code"):
+        s.edit_code(0, "  \n")
+    assert s.edit_code(0, "n = 1") is s.turns[0]  # the same code: no change recorded
+    assert s.history.undo_what == "add code"
+    s.close()
+
+
+def test_autosave_and_resume(tiny, tmp_path):
+    cg = tiny[0]
+    path = tmp_path / "nb" / ".convsynth" / "demo-1.json"
+    seen = []
+    s = Session(cg, temperature=0, max_new_tokens=8, autosave=path)
+    s.on_change(seen.append)
+    assert not path.exists()  # nothing to save before the first change
+    s.ask("Assign 3 to x.")
+    assert json.loads(path.read_text())["turns"][0]["instruction"] == "Assign 3 to x."
+    s.add_code("print(3)")
+    s.edit_code(1, "print(4)")
+    s.run()
+    data = json.loads(path.read_text())
+    assert data["turns"][1]["edited"] is True and data["turns"][1]["result"]["stdout"] == "4\n"
+    s.undo()
+    assert json.loads(path.read_text())["turns"][1]["code"] == "print(3)\n"
+    assert seen == ["generate", "add code", "code edit", "run", "undo"]
+    assert not list(path.parent.glob("*.tmp"))  # written through a temporary file, then renamed
+
+    back = Session.load(path, cg, autosave=path)
+    assert back.text == s.text and not back.turns[1].edited
+    with pytest.raises(SessionError, match="nothing to undo"):
+        back.undo()  # undo starts from the loaded state
+    back.delete(0)
+    assert len(json.loads(path.read_text())["turns"]) == 1
+    back.close()
+    s.close()
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    s2 = Session(cg, autosave=blocked / "s.json")  # its folder cannot be made: said, and nothing is lost
+    with pytest.warns(UserWarning, match="could not autosave"):
+        s2.add_code("x = 1")
+    assert len(s2.turns) == 1 and "Error" in s2.autosave_error
