@@ -93,6 +93,23 @@ del _convsynth_watchdog
 _REAPER = 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; rm -rf "$2"'
 
 
+# The thread that starts kernels. bubblewrap's --die-with-parent (PR_SET_PDEATHSIG) kills the kernel when the
+# *thread* that started it ends, and sandboxes are often started from short-lived threads (the widget runs each
+# action in a new one): the next step then found its kernel killed. This thread lives as long as the process.
+_LAUNCHER = None
+_LAUNCHER_LOCK = threading.Lock()
+
+
+def _launch(fn):
+    """Call ``fn`` (which starts a process) in the long-lived launcher thread and return its result."""
+    global _LAUNCHER
+    from concurrent.futures import ThreadPoolExecutor
+    with _LAUNCHER_LOCK:
+        if _LAUNCHER is None:
+            _LAUNCHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convsynth-launcher")
+    return _LAUNCHER.submit(fn).result()
+
+
 def _asked_exit(out: _Outcome) -> bool:
     return any(p.get("source") == "ask_exit" for p in out.reply.get("payload", []))
 
@@ -345,7 +362,7 @@ class Sandbox:
                 transport="ipc", ip=os.path.join(self._root, f"ipc{self._starts}"), context=self._handle.context)
             km.connection_file = os.path.join(self._root, f"kernel{self._starts}.json")
             with open(os.path.join(self._root, "kernel.log"), "ab") as log:  # kernel noise stays out of the notebook
-                km.start_kernel(cwd=self._workdir, env=self._env, stdout=log, stderr=log)
+                _launch(lambda: km.start_kernel(cwd=self._workdir, env=self._env, stdout=log, stderr=log))
             self._km, self._handle.proc = km, km.provisioner.process
             self._kc = km.client()
             self._handle.clients = (km, self._kc)
