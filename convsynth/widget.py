@@ -119,8 +119,10 @@ class _Card(W.VBox):
         running = (busy and turn.result is None and self.owner._action == "run"
                    and (upto is None or index <= upto))
         self.output.value = ('<div class="cs-meta">running&hellip;</div>' if running
-                             else '<div class="cs-meta">no code: nothing to run</div>' if not turn.code.strip()
-                             else result_html(turn.result, step=index + 1, outputs=False))
+                             else '<div class="cs-meta">no code: nothing to run</div>'
+                             if not turn.code.strip() and turn.result is None
+                             else ('<div class="cs-meta">no code</div>' if not turn.code.strip() else "")
+                             + result_html(turn.result, step=index + 1, outputs=False))
         self.show_outputs(None if running else turn.result)
         self.stats.value = stats_html(turn.stats, turn.edited)
         self.run_button.description = "Run" if turn.result is None else "Run again"
