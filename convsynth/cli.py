@@ -26,11 +26,18 @@ def _sampling(args) -> dict:
 
 def cmd_complete(args) -> int:
     import convsynth
+    from .errors import UsageError
     from .stops import make_stop
+    try:
+        args.prompt.encode("utf-8")  # undecodable bytes in argv arrive as lone surrogates
+    except UnicodeEncodeError:
+        raise UsageError("the prompt is not valid UTF-8 text; convert it (e.g. with iconv) and try again.") from None
     stop = args.stop if args.stop else None
     if stop and len(stop) == 1 and stop[0] == "codegen":
         stop = "codegen"
-    make_stop(stop)  # a bad pattern is reported before the model loads
+    make_stop(stop)  # a bad regex is refused before the model loads
+    from .checkpoint import parse_device, parse_dtype
+    parse_dtype(args.dtype, parse_device(args.device))
     cg = convsynth.load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConvsynthError as e:
-        print(f"convsynth: error: {e}", file=sys.stderr)
+        print(f"convsynth: error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)  # one line
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

@@ -10,7 +10,8 @@ import torch
 
 from . import checkpoint
 from .config import CodeGenConfig
-from .generate import Completion, Sampling, check_prompt, iter_generation
+from .errors import CheckpointError
+from .generate import Completion, Sampling, check_prompt, iter_generation, locked_steps
 from .stops import StopSpec, make_stop
 
 
@@ -67,7 +68,7 @@ class CodeGen:
             ids = ids[-(self.config.n_positions - 1):]  # keep the end: that is what the model continues
         check_prompt(len(ids), self.config.n_positions)
         if max(ids) >= self.config.vocab_size:
-            raise ValueError(f"the tokenizer gives id {max(ids)} but the model has only {self.config.vocab_size} "
+            raise CheckpointError(f"the tokenizer gives id {max(ids)} but the model has only {self.config.vocab_size} "
                              "embedding rows: the tokenizer files do not belong to this checkpoint.")
         return ids
 
@@ -109,10 +110,9 @@ class CodeGen:
                      top_k=args["top_k"], repetition_penalty=args["repetition_penalty"], seed=args["seed"])
         stop = make_stop(args["stop"])
         ids = self._prompt_ids(prompt, args["truncate_prompt"])
-        with self.lock:
-            cache = self.model.new_cache(batch=1)
-            return (yield from iter_generation(self.model, self.tokenizer, cache, ids, s, stop,
-                                               num_samples=num_samples))
+        cache = self.model.new_cache(batch=1)  # this call's own: only the model is shared, one step at a time
+        return (yield from locked_steps(iter_generation(self.model, self.tokenizer, cache, ids, s, stop,
+                                                        num_samples=num_samples), self.lock))
 
 
 def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
@@ -123,7 +123,7 @@ def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype:
     ``fast``: the decode step: 'auto' (CUDA graphs on a GPU; on a CPU, weights packed for oneDNN when the
     packed copy fits easily in memory, else eager), 'cuda_graphs', 'compile', 'onednn' (pack on a CPU regardless),
     or False/'eager'. A fast path that cannot run warns once and decoding stays eager (``.decode_path`` says which)."""
-    from .tokenizer import CodeGenTokenizer
+    from .tokenizer import PACKAGED as PACKAGED_TOKENIZER, CodeGenTokenizer
     t0 = time.perf_counter()
     directory = checkpoint.resolve(name_or_path, revision)
     config = checkpoint.read_config(directory)
@@ -131,6 +131,11 @@ def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype:
     model = checkpoint.load_weights(directory, config, device=dev, dtype=checkpoint.parse_dtype(dtype, dev))
     set_fast(model, fast)
     tokenizer = CodeGenTokenizer.from_pretrained(directory)
+    if len(tokenizer) > config.vocab_size and tokenizer.source != str(PACKAGED_TOKENIZER):
+        # The checkpoint ships this tokenizer: its ids past the embedding rows would crash at the first prompt.
+        raise CheckpointError(f"the tokenizer in {directory} has {len(tokenizer)} tokens but the model has only "
+                              f"{config.vocab_size} embedding rows (vocab_size): they do not belong together. "
+                              "Use the tokenizer files that came with these weights.")
     name = str(name_or_path) if name_or_path is not None else "convsynth-tiny"
     cg = CodeGen(model, tokenizer, name=name, path=directory)
     cg.load_seconds = time.perf_counter() - t0

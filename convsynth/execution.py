@@ -29,6 +29,21 @@ class SandboxError(ConvsynthError, RuntimeError):
     """The sandbox cannot run code: its kernel does not start, or it was closed."""
 
 
+MIN_MEMORY = 64 * 2**20  # below this not even an idle Python process fits
+
+
+def check_limits(timeout, memory_limit, error=SandboxError) -> None:
+    """Refuse limits that cannot work, before anything starts: ``timeout`` in seconds (0 or None: no limit),
+    ``memory_limit`` in bytes (None: no limit)."""
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not 0 <= timeout < float("inf")):
+        raise error(f"timeout={timeout!r} must be a number of seconds >= 0 (0 or None: no limit).")
+    if memory_limit is not None and (isinstance(memory_limit, bool) or not isinstance(memory_limit, int)
+                                     or memory_limit < MIN_MEMORY):
+        raise error(f"memory_limit={memory_limit!r} must be a number of bytes of at least {MIN_MEMORY} (64 MiB), "
+                    "e.g. 2 * 2**30 for 2 GiB, or None for no limit.")
+
+
 @dataclass
 class ExecutionResult:
     """What happened when one step (or script) ran. Plain, JSON-safe fields."""
@@ -57,6 +72,14 @@ class ExecutionResult:
     def from_dict(cls, data: dict) -> ExecutionResult:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+# The program dies with the process that runs it (PR_SET_PDEATHSIG survives the exec; run_script waits in the thread
+# that started the child, so that thread outlives it). Linux only; elsewhere the timeout still ends it.
+_DIE_WITH_PARENT = (
+    "import sys\nif sys.platform.startswith('linux'):\n"
+    "    import ctypes, os, signal\n"
+    "    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG\n"
+    "    if os.getppid() != {parent}:\n        os._exit(1)\n")
 
 
 def _gib(n: int) -> str:
@@ -124,6 +147,7 @@ def run_script(code: str, *, timeout: float = 20.0, memory_limit: int | None = 2
         # Set the limit, then exec the program so its tracebacks show only its own frames.
         # (Not preexec_fn: that is unsafe when the caller has threads.)
         launcher = (_SET_LIMIT.format(n=memory_limit) if memory_limit else "") + \
+            _DIE_WITH_PARENT.format(parent=os.getpid()) + \
             "import os, sys\nos.execv(sys.executable, [sys.executable, sys.argv[1]])\n"
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", MPLBACKEND="Agg")
         proc = subprocess.Popen([sys.executable, "-c", launcher, path], cwd=cwd or tmp, env=env,

@@ -50,6 +50,10 @@ class Sampling:
         return self.temperature == 0
 
     def replace(self, **changes) -> "Sampling":
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise SamplingError(f"unknown sampling setting {unknown[0]!r}; the settings are "
+                                f"{', '.join(f.name for f in dataclasses.fields(self))}.")
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_dict(self) -> dict:
@@ -189,6 +193,23 @@ def check_prompt(n_prompt: int, n_positions: int) -> None:
         raise ContextWindowError(f"the prompt is {n_prompt} tokens but the model's context window is {n_positions} "
                                  "tokens, with room needed for at least one new token. Shorten the prompt, or pass "
                                  "truncate_prompt=True to keep only its last tokens.")
+
+
+def locked_steps(gen: Iterator, lock) -> Iterator:
+    """``gen`` with ``lock`` held around each step and released at every yield, so that nothing waits on the lock
+    while a consumer holds the generator: a callback (``on_text``), a second generation in the same thread
+    (``zip`` of two streams), a stream left half-consumed or finished in another thread. Returns what ``gen``
+    returns. One decode step never depends on model state left by the previous one (the cache is the caller's)."""
+    try:
+        while True:
+            with lock:
+                try:
+                    item = next(gen)
+                except StopIteration as done:
+                    return done.value
+            yield item
+    finally:
+        gen.close()  # no model work (the token loop just stops), so no lock: this may run inside the collector
 
 
 def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sampling, stop: StopRule | None,

@@ -111,12 +111,18 @@ class CodeGenModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.lm_head.weight.dtype
 
-    def rope(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+    def rope(self, device, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin tables covering at least ``length`` positions (default: the whole context window). They grow
+        by doubling as longer prompts come: a config with a huge n_positions costs only what is used."""
         # Kept outside the module's buffers so .to(half) never rounds the tables.
         device = torch.device(device)
-        if device not in self._rope:
+        n = self.config.n_positions
+        need = n if length is None else min(length, n)
+        have = self._rope.get(device)
+        if have is None or have[0].shape[0] < need:
+            size = n if length is None else min(n, max(need, 2 * (have[0].shape[0] if have else 0), 256))
             with torch.inference_mode(False):  # normal tensors: a model used for inference can still be trained
-                self._rope[device] = rotary_tables(self.config.n_positions, self.config.rotary_dim, device)
+                self._rope[device] = rotary_tables(size, self.config.rotary_dim, device)
         return self._rope[device]
 
     def new_cache(self, batch: int = 1, capacity: int = 0) -> KVCache:
@@ -128,7 +134,7 @@ class CodeGenModel(nn.Module):
         start = cache.length if cache is not None else 0
         if start + T > self.config.n_positions:
             raise ValueError(f"{start + T} positions exceed the context window of {self.config.n_positions}")
-        cos, sin = self.rope(ids.device)
+        cos, sin = self.rope(ids.device, start + T)
         cos, sin = cos[start:start + T], sin[start:start + T]  # (T, rot)
         mask = None
         if start and T > 1:  # new tokens after cached ones: causal, offset by the cached length

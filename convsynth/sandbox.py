@@ -21,6 +21,7 @@ it started backs it up.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import queue
@@ -36,8 +37,9 @@ from dataclasses import dataclass, field
 
 from .execution import (  # noqa: F401 -- run_script, STATUSES: re-exported
     _SET_LIMIT, STATUSES, ExecutionResult, SandboxError, _exit_words, _gib, _kill_group, _short,
-    run_script,
+    check_limits, run_script,
 )
+from .errors import describe
 from .isolation import Isolation
 
 KERNEL_CMD = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
@@ -65,6 +67,47 @@ def _convsynth_names(c=get_ipython().compile):
 _convsynth_names()
 del _convsynth_names
 """
+
+
+# Run in the kernel at start: when our process dies (even SIGKILL, when no finalizer runs), the kernel notices that
+# its parent changed, removes the sandbox's temporary folder and kills its process group (itself and the step's
+# children). A thread rather than prctl(PR_SET_PDEATHSIG): that signal fires when the *thread* that started the
+# kernel ends, and kernels are often started from a short-lived background thread (the widget's).
+_WATCHDOG = """
+def _convsynth_watchdog(root):
+    import os, shutil, signal, threading, time
+    parent = os.getppid()  # whoever started us (our host, or the process that wraps the kernel), seen from here
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        shutil.rmtree(root, ignore_errors=True)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    threading.Thread(target=watch, name="convsynth-parent-watch", daemon=True).start()
+_convsynth_watchdog({root!r})
+del _convsynth_watchdog
+"""
+
+
+# A tiny process outside the kernel that removes the sandbox folder once our process is gone: an isolated kernel
+# (bubblewrap, --die-with-parent) is killed with us before its own watchdog could do it. close() ends it.
+_REAPER = 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; rm -rf "$2"'
+
+
+# The thread that starts kernels. bubblewrap's --die-with-parent (PR_SET_PDEATHSIG) kills the kernel when the
+# *thread* that started it ends, and sandboxes are often started from short-lived threads (the widget runs each
+# action in a new one): the next step then found its kernel killed. This thread lives as long as the process.
+_LAUNCHER = None
+_LAUNCHER_LOCK = threading.Lock()
+
+
+def _launch(fn):
+    """Call ``fn`` (which starts a process) in the long-lived launcher thread and return its result."""
+    global _LAUNCHER
+    from concurrent.futures import ThreadPoolExecutor
+    with _LAUNCHER_LOCK:
+        if _LAUNCHER is None:
+            _LAUNCHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convsynth-launcher")
+    return _LAUNCHER.submit(fn).result()
 
 
 def _asked_exit(out: _Outcome) -> bool:
@@ -119,10 +162,22 @@ class _Outcome:
 
 
 class _Handle:
-    """What must be cleaned up even if a Sandbox is never closed (weakref.finalize holds this)."""
+    """What must be cleaned up even if a Sandbox is never closed (weakref.finalize holds this). Nothing here may
+    block: a finalizer runs inside the garbage collector, in whatever thread allocated at that moment."""
 
     def __init__(self, root: str, isolation: Isolation):
-        self.root, self.proc, self.isolation = root, None, isolation
+        self.root, self.proc, self.isolation, self.context, self.reaper = root, None, isolation, None, None
+        self.clients = ()  # the kernel manager and client: kept alive here so that their sockets stay closable
+
+    def close_sockets(self) -> None:
+        # Close every socket of our own zmq context with linger 0. A context collected while the client's sockets
+        # are still open waits for them forever in its teardown: that froze the process when a session was dropped.
+        # The sockets must still be reachable (self.clients), or a garbage cycle drops them from the context's
+        # weak set and destroy() cannot close them.
+        if self.context is not None:
+            self.context.destroy(linger=0)
+            self.context = None
+        self.clients = ()
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -133,7 +188,12 @@ class _Handle:
                 pass
 
     def cleanup(self) -> None:
+        self.close_sockets()
         self.kill()
+        if self.reaper is not None:  # we are alive: the folder is removed here
+            self.reaper.kill()
+            self.reaper.wait()
+            self.reaper = None
         self.isolation.cleanup()
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -170,6 +230,7 @@ class Sandbox:
         if os.name == "nt":
             raise SandboxError("The sandbox needs Linux or macOS (process groups, resource limits); on Windows "
                                "run convsynth inside WSL.")
+        check_limits(timeout, memory_limit, SandboxError)
         self.timeout, self.memory_limit, self.max_output = timeout, memory_limit, max_output
         self.isolation = Isolation(isolation, network)  # warns once, or refuses for "strict", when unavailable
         self._root = tempfile.mkdtemp(prefix="convsynth-sandbox-")  # connection files, log, workdir
@@ -179,6 +240,9 @@ class Sandbox:
         self._env = self.isolation.env(os.environ, {**(env or {}), "MPLBACKEND":
                                                     "module://matplotlib_inline.backend_inline"}, home="/tmp")
         self._handle = _Handle(self._root, self.isolation)
+        self._handle.reaper = subprocess.Popen(["sh", "-c", _REAPER, "convsynth-reaper", str(os.getpid()), self._root],
+                                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL, start_new_session=True)
         self._finalizer = weakref.finalize(self, _Handle.cleanup, self._handle)  # also runs at exit
         self._lock, self._cancel = threading.RLock(), threading.Event()
         self._closed, self._km, self._kc, self._starts = False, None, None, 0
@@ -286,17 +350,29 @@ class Sandbox:
     def _start(self) -> None:
         if self._closed:
             raise SandboxError("This sandbox is closed; create a new Sandbox.")
+        import zmq
         self._starts += 1
-        # IPC sockets in our private directory: no TCP ports opened, nothing shared.
-        prefix = self.isolation.prefix(self._workdir, self._root, self.memory_limit)  # [] when not isolated
-        km = _manager_class(prefix)(transport="ipc", ip=os.path.join(self._root, f"ipc{self._starts}"))
-        km.connection_file = os.path.join(self._root, f"kernel{self._starts}.json")
-        with open(os.path.join(self._root, "kernel.log"), "ab") as log:  # kernel noise stays out of the notebook
-            km.start_kernel(cwd=self._workdir, env=self._env, stdout=log, stderr=log)
-        self._km, self._handle.proc = km, km.provisioner.process
-        self._kc = km.client()
-        self._kc.allow_stdin = False
-        self._kc.start_channels(hb=False)  # liveness comes from the process itself
+        # A step may have deleted its working directory (or our whole folder): a restart must not fail on that.
+        os.makedirs(self._workdir, exist_ok=True)
+        if self._handle.context is None:
+            self._handle.context = zmq.Context()  # ours, so that close and the finalizer can close its sockets
+        try:
+            # IPC sockets in our private directory: no TCP ports opened, nothing shared.
+            km = _manager_class(self.isolation.prefix(self._workdir, self._root, self.memory_limit))(
+                transport="ipc", ip=os.path.join(self._root, f"ipc{self._starts}"), context=self._handle.context)
+            km.connection_file = os.path.join(self._root, f"kernel{self._starts}.json")
+            with open(os.path.join(self._root, "kernel.log"), "ab") as log:  # kernel noise stays out of the notebook
+                _launch(lambda: km.start_kernel(cwd=self._workdir, env=self._env, stdout=log, stderr=log))
+            self._km, self._handle.proc = km, km.provisioner.process
+            self._kc = km.client()
+            self._handle.clients = (km, self._kc)
+            self._kc.allow_stdin = False
+            self._kc.start_channels(hb=False)  # liveness comes from the process itself
+        except (OSError, zmq.ZMQError) as e:
+            self._shutdown()
+            hint = " (too many open files: close sessions you no longer use, or raise the limit with ulimit -n)" \
+                if getattr(e, "errno", None) == errno.EMFILE else ""
+            raise SandboxError(f"The sandbox kernel could not start: {describe(e)}{hint}.") from None
         try:
             self._kc.wait_for_ready(timeout=60)
         except RuntimeError as e:
@@ -304,15 +380,19 @@ class Sandbox:
             raise SandboxError(f"The sandbox kernel did not start ({e}); see {self._root}/kernel.log.") from e
         setup = (_SET_LIMIT.format(n=self.memory_limit) if self.memory_limit else "") + \
             self.isolation.limits_code() + _STEP_NAMES + \
-            "get_ipython().run_line_magic('xmode', 'Plain')\nget_ipython().run_line_magic('colors', 'nocolor')\n"
+            "get_ipython().run_line_magic('xmode', 'Plain')\nget_ipython().run_line_magic('colors', 'nocolor')\n" + \
+            _WATCHDOG.format(root=self._root)
         out = self._execute(setup, 60, None, silent=True, cancellable=False)  # short, plain tracebacks
         if out.how != "done" or out.reply.get("status") != "ok":
             self._shutdown()
-            raise SandboxError(f"Could not set up the sandbox kernel: {out.reply.get('evalue', out.how)}")
+            why = f"it used more than the memory limit of {_gib(self.memory_limit)} at start; raise memory_limit" \
+                if out.how in ("memory_kill", "died") and self.memory_limit else out.reply.get("evalue", out.how)
+            raise SandboxError(f"Could not set up the sandbox kernel: {why}.")
 
     def _shutdown(self) -> None:
         """Kill the current kernel and drop the connection; no restart."""
         kc, km, self._kc, self._km = self._kc, self._km, None, None
+        self._handle.clients = ()
         if kc is not None:
             kc.stop_channels()
         self._handle.kill()

@@ -91,9 +91,9 @@ class Engine:
         return entry
 
     def complete(self, ids, s, stop: list[str], user: str, cancel: threading.Event):
-        from .generate import Sampling, iter_generation
+        from .generate import Sampling, iter_generation, locked_steps
         from .session import common_prefix
-        with self.cg.lock, self.lock:
+        with self.lock:  # this engine's caches, one request at a time; the model lock is taken per decode step
             self.generating, self.requests = True, self.requests + 1
             try:
                 cache, cached_ids = self._cache_for(user)
@@ -102,8 +102,8 @@ class Engine:
                 s = Sampling(**{**s.to_dict(), "max_new_tokens": min(s.max_new_tokens,
                                                                      self.cg.config.n_positions - len(ids))})
                 yield None, {"finish_reason": None, "cached_tokens": keep}  # known now: continuous usage says it
-                gen = iter_generation(self.cg.model, self.cg.tokenizer, cache, ids[keep:], s, None, cancel=cancel,
-                                      context_ids=ids)
+                gen = locked_steps(iter_generation(self.cg.model, self.cg.tokenizer, cache, ids[keep:], s, None,
+                                                   cancel=cancel, context_ids=ids), self.cg.lock)
                 text, emitted, hold, stopped = "", 0, max((len(x) for x in stop), default=1) - 1, False
                 comp = None
                 try:

@@ -323,3 +323,72 @@ def test_run_script_from_many_threads():
         results = list(pool.map(lambda i: run_script(f"print({i} * 2)"), range(16)))
     assert [r.stdout for r in results] == [f"{i * 2}\n" for i in range(16)]
     assert all(r.ok for r in results)
+
+
+# ------------------------------------------------------------------ faults (issue 18)
+
+
+def _python(code: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter (so a hang or a dead host cannot take the test process with it)."""
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_dropped_sandbox_does_not_freeze_the_garbage_collector():
+    # The zmq context used to be collected while the client's sockets were open: its teardown waited forever.
+    code = ("import gc\nfrom convsynth.sandbox import Sandbox\n"
+            "box = Sandbox(); box.run('x = 1'); pid = box.pid; box = None; gc.collect()\n"
+            "box = Sandbox(); box.run('x = 1'); box.me = box; box = None; gc.collect()\n"  # in a cycle too
+            "print('collected', pid, flush=True)\n")
+    out = _python(code)
+    assert out.returncode == 0 and out.stdout.startswith("collected"), out.stderr[-2000:]
+    assert gone_soon(int(out.stdout.split()[1]))
+
+
+@pytest.mark.parametrize("how, isolation", [("os._exit", "off"), ("SIGKILL", "off"), ("SIGTERM", "off"),
+                                           ("SIGKILL", "auto")])
+def test_the_kernel_and_its_children_die_with_the_host(how, isolation):
+    code = (f"import os, sys, time\nfrom convsynth.sandbox import Sandbox\nbox = Sandbox(isolation={isolation!r})\n"
+            "r = box.run('import subprocess\\nprint(subprocess.Popen([\"sleep\", \"600\"]).pid)')\n"
+            "print(box.pid, r.stdout.strip(), box._root, flush=True)\n"
+            + ("os._exit(0)\n" if how == "os._exit" else "time.sleep(600)\n"))
+    host = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    kernel, child, root = host.stdout.readline().split()
+    # isolated, the step sees its child's pid in its own PID namespace: only the unisolated one is a host pid
+    children = [int(child)] if isolation == "off" else []
+    assert all(alive(pid) for pid in [int(kernel), *children]) and os.path.isdir(root)
+    if how != "os._exit":
+        host.send_signal(getattr(signal, how))
+    host.wait(timeout=30)
+    assert all(gone_soon(pid, 20) for pid in [int(kernel), *children])
+    end = time.monotonic() + 10
+    while os.path.exists(root) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not os.path.exists(root)
+
+
+def test_a_step_that_deletes_its_working_directory_does_not_break_restarts():
+    with Sandbox(memory_limit=None, isolation="off") as box:  # isolated, the folder is a mount: it cannot go
+        assert box.run("a = 1\nimport os, shutil\nshutil.rmtree(os.path.dirname(os.getcwd()))").ok
+        assert not os.path.exists(box.workdir)
+        for _ in range(2):  # the replay deletes it again: every restart must cope
+            assert box.restart() == ""
+            assert box.run("print(a)").stdout == "1\n"
+
+
+def test_limits_that_cannot_work_are_refused_up_front():
+    for bad in (-1, float("nan"), "ten", True):
+        with pytest.raises(SandboxError, match="timeout"):
+            Sandbox(timeout=bad)
+    for bad in (10, 2.5e9, -1):
+        with pytest.raises(SandboxError, match="memory_limit=.* bytes"):
+            Sandbox(memory_limit=bad)
+
+
+def test_running_out_of_file_descriptors_is_a_clear_error():
+    code = ("import resource\nfrom convsynth.sandbox import Sandbox, SandboxError\n"
+            "import jupyter_client, ipykernel, zmq  # imported before the limit\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (12, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+            "try:\n    Sandbox().run('1')\nexcept SandboxError as e:\n    print(str(e))\n")
+    out = _python(code)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "too many open files" in out.stdout and len(out.stdout.strip().splitlines()) == 1
