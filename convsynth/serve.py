@@ -39,7 +39,7 @@ class Engine:
 
     def __init__(self, cg, *, max_sessions: int = 32):
         self.cg, self.max_sessions = cg, max_sessions
-        self.caches: OrderedDict[str, tuple] = OrderedDict()  # user -> (KVCache, the ids it holds)
+        self.caches: OrderedDict[str, object] = OrderedDict()  # user -> PrefixCache (a KVCache and its ids)
         self.lock = threading.Lock()
         self.generating = False
         self.requests = 0
@@ -84,7 +84,8 @@ class Engine:
         if user in self.caches:
             self.caches.move_to_end(user)
             return self.caches[user]
-        entry = (self.cg.model.new_cache(), [])
+        from .cache import PrefixCache
+        entry = PrefixCache(self.cg.model.new_cache)
         self.caches[user] = entry
         while len(self.caches) > self.max_sessions:
             self.caches.popitem(last=False)
@@ -92,17 +93,15 @@ class Engine:
 
     def complete(self, ids, s, stop: list[str], user: str, cancel: threading.Event):
         from .generate import Sampling, iter_generation, locked_steps
-        from .session import common_prefix
         with self.lock:  # this engine's caches, one request at a time; the model lock is taken per decode step
             self.generating, self.requests = True, self.requests + 1
             try:
-                cache, cached_ids = self._cache_for(user)
-                keep = min(common_prefix(cached_ids, ids), len(ids) - 1)
-                cache.rewind(keep)
+                prefix = self._cache_for(user)
+                keep = prefix.reuse(ids)
                 s = Sampling(**{**s.to_dict(), "max_new_tokens": min(s.max_new_tokens,
                                                                      self.cg.config.n_positions - len(ids))})
                 yield None, {"finish_reason": None, "cached_tokens": keep}  # known now: continuous usage says it
-                gen = locked_steps(iter_generation(self.cg.model, self.cg.tokenizer, cache, ids[keep:], s, None,
+                gen = locked_steps(iter_generation(self.cg.model, self.cg.tokenizer, prefix.cache, ids[keep:], s, None,
                                                    cancel=cancel, context_ids=ids), self.cg.lock)
                 text, emitted, hold, stopped = "", 0, max((len(x) for x in stop), default=1) - 1, False
                 comp = None
@@ -126,10 +125,7 @@ class Engine:
                 finally:
                     gen.close()
                     # As in Session: the cache holds the prompt and every sampled token but the last.
-                    held = ids + (comp.raw_ids[0] if comp is not None else [])
-                    held = held[:cache.length] if cache.length <= len(held) else []
-                    cache.rewind(len(held))
-                    self.caches[user] = (cache, held)
+                    prefix.record(ids + (comp.raw_ids[0] if comp is not None else []))
                 if len(text) > emitted:
                     yield text[emitted:], None
                 self.generated_tokens += comp.generated_tokens

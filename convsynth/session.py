@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .cache import PrefixCache, common_prefix  # noqa: F401 - common_prefix: its old home
 from .errors import ContextWindowError, SessionError, UsageError, describe
 from .generate import Sampling, iter_generation, locked_steps
 from .history import History, Snapshot, write_atomic
@@ -85,15 +86,6 @@ def _attempt(instruction: str | None, turn: Turn) -> dict:
             "error": (r.error or r.note) if r else None}
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 class Session:
     """``Session(model, preamble=MTPB_PREAMBLE, **sampling)``; then ``ask``, ``run``, ``rerun``, ``edit``,
     ``edit_code``, ``regenerate``, ``add_code``, ``delete``, ``undo``/``redo``, ``fork``, ``save``/``load``,
@@ -144,8 +136,7 @@ class Session:
         self.turns: list[Turn] = []
         self.dropped: list[Turn] = []  # turns dropped from the prompt by overflow='drop_oldest' (kept for export)
         self.preamble_result = None
-        self._cache = None
-        self._cached_ids: list[int] = []  # exactly the ids whose keys/values the cache holds
+        self.prefix = PrefixCache(lambda: self.model.model.new_cache())  # the cached ids live with the cache
         self._draws = 0                  # generations so far: seeds each one differently but reproducibly
         self._lock = threading.RLock()   # held only for short, non-yielding sections; never while a callback runs
         self._idle = threading.Condition(self._lock)
@@ -171,31 +162,21 @@ class Session:
                 "or use overflow='drop_oldest'.")
         return self.model.tokenizer.encode(text)
 
-    def _reuse(self, ids: list[int]) -> int:
-        """Rewind the cache to its common prefix with ``ids`` (keeping one id to prefill) and return it."""
-        if self._cache is None:
-            self._cache = self.model.model.new_cache()
-        keep = min(common_prefix(self._cached_ids, ids), len(ids) - 1)
-        self._cache.rewind(keep)
-        self._cached_ids = self._cached_ids[:keep]
-        return keep
-
     def _sync_cache(self) -> None:
-        """After the text changed without generating (undo, cut tokens): forget what no longer matches."""
-        if self._cache is not None:
-            keep = common_prefix(self._cached_ids, self._tokens(self.text))
-            self._cache.rewind(keep)
-            self._cached_ids = self._cached_ids[:keep]
+        """After the text changed without generating (undo, cut tokens): the prefix cache forgets what no longer
+        matches (the text is tokenized only once a cache exists)."""
+        if self.prefix.cache is not None:
+            self.prefix.sync(self._tokens(self.text))
 
     @property
     def cached_tokens(self) -> int:
-        return len(self._cached_ids)
+        return len(self.prefix)
 
     def prompt_tokens(self, instruction: str | None = None) -> list[tuple[str, bool]]:
         """The prompt the model would see next (with ``instruction`` appended), as (token text, served from
         the cache) pairs: a teaching view of what cache reuse saves."""
         ids = self._tokens(self.text + comment_lines(instruction))
-        keep = min(common_prefix(self._cached_ids, ids), max(len(ids) - 1, 0))
+        keep = self.prefix.match(ids)
         return [(p, i < keep) for i, p in enumerate(self.model.tokenizer.pieces(ids))]
 
     # ---- turns -------------------------------------------------------------------------------------------
@@ -233,7 +214,7 @@ class Session:
                 ids = self._fit(self._tokens(self.text + comment_lines(instruction)), s, instruction)
                 self._draws += 1
                 remote = getattr(self.model, "remote", False)  # a server holds the KV cache (convsynth.remote)
-                keep = 0 if remote else self._reuse(ids)
+                keep = 0 if remote else self.prefix.reuse(ids)
             except BaseException:
                 self._end_change(before, "generate", failed=True)
                 raise
@@ -244,7 +225,7 @@ class Session:
                 gen = self.model.session_turn(self, self.text + comment_lines(instruction), len(ids), s,
                                               self._stop_rule, self._cancel)  # pieces; no lock of ours inside
             else:
-                gen = locked_steps(iter_generation(self.model.model, self.model.tokenizer, self._cache, ids[keep:],
+                gen = locked_steps(iter_generation(self.model.model, self.model.tokenizer, self.prefix.cache, ids[keep:],
                                                    s, self._stop_rule, cancel=self._cancel, context_ids=ids),
                                    self.model.lock)
             try:
@@ -258,8 +239,7 @@ class Session:
                     yield item if remote else item[1]
             except BaseException:
                 if not remote:
-                    self._cached_ids = ids[:self._cache.length] if self._cache.length <= len(ids) else []
-                    self._cache.rewind(len(self._cached_ids))
+                    self.prefix.record(ids)  # what the cache holds of the prompt, if anything
                 raise
             finally:
                 gen.close()
@@ -267,7 +247,7 @@ class Session:
                 if remote:
                     keep = comp.cached_tokens
                 else:  # the cache now holds the prompt and every sampled token but the last
-                    self._cached_ids = (ids + comp.raw_ids[0])[:self._cache.length]
+                    self.prefix.record(ids + comp.raw_ids[0])
                 turn = Turn(instruction, comp.texts[0], TurnStats(
                     prefill_tokens=len(ids) - keep, cached_tokens=keep,
                     time_to_first_token=comp.time_to_first_token, decode_tokens_per_s=comp.decode_tokens_per_s,
@@ -571,15 +551,14 @@ class Session:
             n = len(self.turns) if at is None else (self._index(at) if at < len(self.turns) else len(self.turns))
             new = Session.__new__(Session)
             new.__dict__.update({k: v for k, v in self.__dict__.items()
-                                 if k not in ("_lock", "_idle", "_cancel", "_sandbox", "_cache", "_ran", "turns",
+                                 if k not in ("_lock", "_idle", "_cancel", "_sandbox", "prefix", "_ran", "turns",
                                               "history", "_listeners", "autosave")})
             new._lock, new._cancel, new._sandbox, new._ran = threading.RLock(), threading.Event(), None, []
             new._idle, new._turn_in_progress, new._turn_thread = threading.Condition(new._lock), False, None
             new.turns = [dataclasses.replace(t, stats=dataclasses.replace(t.stats)) for t in self.turns[:n]]
             new.dropped = [dataclasses.replace(t, stats=dataclasses.replace(t.stats)) for t in self.dropped]
             with self.model.lock:  # a turn in progress in another thread writes the cache between its steps
-                new._cache = self._cache.fork() if self._cache is not None else None
-            new._cached_ids = list(self._cached_ids)
+                new.prefix = self.prefix.fork()
             new._sync_cache()
             new._start_history()
             return new

@@ -41,19 +41,19 @@ def test_cache_reuse_is_exact_over_seven_turns(session):
         if i:
             assert turn.stats.cached_tokens > 0
         # what the cache holds is always a prefix of the session text's tokens
-        assert session._cached_ids == cg.encode(session.text)[:len(session._cached_ids)]
-        assert session._cache.length == len(session._cached_ids)
+        assert session.prefix.ids == cg.encode(session.text)[:len(session.prefix.ids)]
+        assert session.prefix.cache.length == len(session.prefix.ids)
 
 
 def test_undo_rewinds_without_recomputing(session):
     for ins in INSTRUCTIONS[:3]:
         session.ask(ins)
-    cache = session._cache
+    cache = session.prefix.cache
     before = session.text
     undone = session.undo()
     assert undone.instruction == INSTRUCTIONS[2] and len(session.turns) == 2
-    assert session._cache is cache
-    assert session._cached_ids == session.model.encode(session.text)[:session.cached_tokens]
+    assert session.prefix.cache is cache
+    assert session.prefix.ids == session.model.encode(session.text)[:session.cached_tokens]
     again = session.ask(INSTRUCTIONS[2])
     assert session.text == before and again.code == undone.code
     n_instr = len(session.model.encode(f"# {INSTRUCTIONS[2]}\n"))
@@ -71,7 +71,7 @@ def test_edit_regenerates_one_step_keeps_the_later_ones_and_reuses_the_prefix(se
     assert session.turns[1] is turn and [t.code for t in session.turns[2:]] == later  # code kept as it was
     assert turn.code == cg.complete(prompt_before(session, 1), temperature=0, max_new_tokens=16, stop="codegen")
     assert turn.stats.cached_tokens >= prefix_tokens - 2  # the cache was reused up to the change
-    assert session._cached_ids == cg.encode(session.text)[:session.cached_tokens]
+    assert session.prefix.ids == cg.encode(session.text)[:session.cached_tokens]
     nxt = session.ask(INSTRUCTIONS[4])  # the model sees the new text, later steps included
     assert nxt.code == cg.complete(prompt_before(session, 4), temperature=0, max_new_tokens=16, stop="codegen")
 
@@ -107,11 +107,11 @@ def test_add_code_is_seen_by_the_next_turn(session):
 def test_fork_is_independent(session):
     for ins in INSTRUCTIONS[:3]:
         session.ask(ins)
-    parent_text, parent_ids = session.text, list(session._cached_ids)
+    parent_text, parent_ids = session.text, session.prefix.ids
     f = session.fork(at=1)
     assert len(f.turns) == 1 and f.turns[0].code == session.turns[0].code
     t = f.ask("Print x plus one.")
-    assert session.text == parent_text and session._cached_ids == parent_ids
+    assert session.text == parent_text and session.prefix.ids == parent_ids
     assert t.stats.cached_tokens > 0 and f.text.startswith(session.preamble + session.turns[0].text)
     f.close()
 
@@ -147,7 +147,7 @@ def test_cancel_from_another_thread_keeps_the_session_consistent(tiny):
     assert turn.stats.finish_reason == "cancelled" and turn.stats.generated_tokens < 1500
     assert turn.result is None and s._sandbox is None  # run=True, but a stopped turn is not run
     assert len(s.turns) == 2
-    assert s._cached_ids == s.model.encode(s.text)[:len(s._cached_ids)]
+    assert s.prefix.ids == s.model.encode(s.text)[:len(s.prefix.ids)]
     nxt = s.ask("Print x.", max_new_tokens=8)
     assert nxt.code == s.model.complete(prompt_before(s, 2), temperature=0, max_new_tokens=8, stop=None)
 
@@ -569,7 +569,7 @@ def test_undo_and_redo_every_kind_of_change(session):
     for expected in reversed(texts[:-1]):
         session.undo()
         assert session.text == expected
-        assert session._cached_ids == cg.encode(session.text)[:session.cached_tokens]
+        assert session.prefix.ids == cg.encode(session.text)[:session.cached_tokens]
     with pytest.raises(SessionError, match="nothing to undo"):
         session.undo()
     for expected in texts[1:]:
