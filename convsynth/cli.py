@@ -110,8 +110,11 @@ def cmd_serve(args) -> int:
 
 
 def cmd_mtpb(args) -> int:
-    from .mtpb import main as mtpb_main
-    return mtpb_main(args)
+    if getattr(args, "ray", None):
+        from .mtpb_ray import main as on_ray
+        return on_ray(args)
+    from .mtpb import main as here
+    return here(args)
 
 
 def cmd_bench(args) -> int:

@@ -30,6 +30,7 @@ class SandboxError(ConvsynthError, RuntimeError):
 
 
 MIN_MEMORY = 64 * 2**20  # below this not even an idle Python process fits
+MEMORY_LIMIT = 2 * 2**30  # the default limit of a step, a script and an MTPB program
 
 
 def check_limits(timeout, memory_limit, error=SandboxError) -> None:
@@ -130,7 +131,7 @@ def _kill_group(pid: int) -> None:
 # ---------------------------------------------------------------------------- run_script
 
 
-def run_script(code: str, *, timeout: float = 20.0, memory_limit: int | None = 2 * 2**30,
+def run_script(code: str, *, timeout: float = 20.0, memory_limit: int | None = MEMORY_LIMIT,
                cwd: str | None = None, max_output: int = 100_000) -> ExecutionResult:
     """Run `code` as a program in a fresh `python` subprocess and report what happened.
 

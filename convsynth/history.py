@@ -4,12 +4,11 @@ A snapshot holds the Turn objects themselves (a tuple), not copies. The session 
 instruction in place: an edit makes a new Turn and replaces the later ones by copies without results, so a Turn
 object always follows the same earlier steps and sharing it between snapshots is safe. Only ``result`` is set in
 place by a run (and ``attempts`` by a fix that failed, which changes no code), so a step keeps its output across
-undo and redo. Also here: the atomic write autosave uses.
+undo and redo.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 LIMIT = 200  # changes kept; the oldest go first (a snapshot is a tuple of references, so this is cheap)
 
@@ -67,10 +66,3 @@ class History:
     def redo_what(self) -> str | None:
         return self._states[self._at + 1].what if self._at + 1 < len(self._states) else None
 
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder (made if missing), so a crash or a
-    kernel restart in the middle leaves the previous file whole (``session_io.write_atomic``, as save uses)."""
-    from .session_io import write_atomic as write
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write(path, text)

@@ -242,20 +242,26 @@ def _check_args(args) -> None:
             raise UsageError(f"{flag} {path} is a directory; give a file path.")
 
 
-def main(args) -> int:
-    from . import load
+def problems_for(args) -> list:
+    """``convsynth mtpb``'s arguments checked, and the problems they choose."""
     _check_args(args)
-    problems = parse_ids(args.problems, load_problems(args.data))
+    return parse_ids(args.problems, load_problems(args.data))
+
+
+def finish(rep: dict, args) -> int:
+    """Print the report, and write it where ``--report`` says."""
+    print(format_report(rep))
+    if args.report:
+        Path(args.report).write_text(json.dumps(rep, indent=1))
+    return 0
+
+
+def main(args) -> int:
+    """``convsynth mtpb`` in this process (``--ray``: ``mtpb_ray.main``, which the CLI calls instead)."""
+    from . import load
     if getattr(args, "ray", None):
-        from .mtpb_ray import run as run_on_ray
-        rep = run_on_ray(args.model, problems, address=args.ray, replicas=args.replicas, device=args.device,
-                         dtype=args.dtype, fast=args.fast, samples=args.samples, temperature=args.temperature,
-                         top_p=args.top_p, seed=args.seed, single_turn=args.single_turn, out=args.out,
-                         jobs=args.jobs, timeout=args.timeout)
-        print(format_report(rep))
-        if args.report:
-            Path(args.report).write_text(json.dumps(rep, indent=1))
-        return 0
+        raise UsageError("--ray runs on the cluster: call convsynth.mtpb_ray.main(args) (the CLI does).")
+    problems = problems_for(args)
     if getattr(args, "server", None):
         from .remote import connect
         cg = connect(args.server, model=args.model, api_key=args.api_key)
@@ -263,7 +269,4 @@ def main(args) -> int:
         cg = load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
     rep = run(cg, problems, samples=args.samples, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
               single_turn=args.single_turn, out=args.out, jobs=args.jobs, timeout=args.timeout)
-    print(format_report(rep))
-    if args.report:
-        Path(args.report).write_text(json.dumps(rep, indent=1))
-    return 0
+    return finish(rep, args)

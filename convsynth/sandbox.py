@@ -36,7 +36,7 @@ import weakref
 from dataclasses import dataclass, field
 
 from .execution import (  # noqa: F401 -- run_script, STATUSES: re-exported
-    _SET_LIMIT, STATUSES, ExecutionResult, SandboxError, _exit_words, _gib, _kill_group, _short,
+    _SET_LIMIT, MEMORY_LIMIT, STATUSES, ExecutionResult, SandboxError, _exit_words, _gib, _kill_group, _short,
     check_limits, run_script,
 )
 from .errors import describe
@@ -224,7 +224,7 @@ class Sandbox:
 
     interrupt_grace = 2.0  # seconds code gets to stop after SIGINT before the process is restarted
 
-    def __init__(self, *, timeout: float = 10.0, memory_limit: int | None = 2 * 2**30,
+    def __init__(self, *, timeout: float = 10.0, memory_limit: int | None = MEMORY_LIMIT,
                  max_output: int = 100_000, cwd: str | None = None, env: dict | None = None,
                  network: bool = False, isolation: str = "auto"):
         if os.name == "nt":

@@ -9,75 +9,29 @@ those ids, so a turn prefills only its instruction and a boundary token or two. 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import dataclasses
 import json
-import re
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 from .cache import PrefixCache, common_prefix  # noqa: F401 - common_prefix: its old home
+from .execution import MEMORY_LIMIT  # light: a kernel starts only when a step runs
 from .errors import ContextWindowError, SessionError, UsageError, describe
 from .generate import Sampling, iter_generation, locked_steps
-from .history import History, Snapshot, write_atomic
+from .history import History, Snapshot
+from .session_io import FORMAT, write_atomic
 from .stops import StopSpec, make_stop
+from .turns import LINE_BREAK, MTPB_PREAMBLE, Change, Turn, TurnStats, comment_lines  # noqa: F401 - public here too
 
-MTPB_PREAMBLE = "# Import libraries.\n\nimport numpy as np\n\n"
 # No token of a CodeGen vocabulary is longer than this many characters (the longest is 66): a text longer than
 # n_positions times this cannot fit the context, and is refused before tokenizing it (that costs ~300 bytes a char).
 MAX_TOKEN_CHARS = 128
-FORMAT = "convsynth-session"
-
-
-@dataclass
-class TurnStats:
-    prefill_tokens: int = 0         # prompt tokens computed for this turn
-    cached_tokens: int = 0          # prompt tokens served from the KV cache
-    time_to_first_token: float = 0.0
-    decode_tokens_per_s: float = 0.0
-    generated_tokens: int = 0
-    finish_reason: str = ""         # stop | eos | length | cancelled | "" (code written by hand)
-
-
-@dataclass
-class Turn:
-    """One step: the instruction (None for code added by hand), its code, and what happened."""
-    instruction: str | None
-    code: str
-    stats: TurnStats = field(default_factory=TurnStats)
-    result: object | None = None    # convsynth.execution.ExecutionResult once run
-    expect_output: str | None = None
-    check: str | None = None
-    data: dict | None = None        # a shared step: name -> the pickled value (base64); see sharing.py
-    attempts: list = field(default_factory=list)  # failed attempts fix() replaced: instruction, code, error
-    edited: bool = False            # its code was changed by hand (edit_code) after it was generated
-
-    @property
-    def text(self) -> str:
-        """This turn's part of the session text, as MTPB lays it out."""
-        return comment_lines(self.instruction) + self.code + "\n\n"
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["result"] = self.result.to_dict() if self.result is not None else None
-        return d
-
-
-def comment_lines(instruction: str | None) -> str:
-    """Each line of the instruction as a comment line; lines that already are comments stay as they are (MTPB's
-    problem 17 has such lines), and nothing else is changed, so prompts match the original harness byte for byte."""
-    if instruction is None:
-        return ""
-    # Every line break Python knows (a lone \r too) starts a new comment line: otherwise text after a \r would
-    # be code in the exported program.
-    return "".join((line if line.lstrip().startswith("#") else f"# {line}") + "\n"
-                   for line in _LINE_BREAK.split(instruction))
-
-
-_LINE_BREAK = re.compile(r"\r\n|[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
+# Attributes whose change is reported to on_change listeners as a "settings" change.
+SETTINGS = ("sampling", "stop", "overflow", "timeout", "memory_limit", "auto_run", "auto_fix", "network", "isolation")
 
 
 def _attempt(instruction: str | None, turn: Turn) -> dict:
@@ -103,7 +57,7 @@ class Session:
     run."""
 
     def __init__(self, model, preamble: str = MTPB_PREAMBLE, *, stop: StopSpec = "codegen",
-                 overflow: str = "error", timeout: float = 10.0, memory_limit: int | None = 2 * 2**30,
+                 overflow: str = "error", timeout: float = 10.0, memory_limit: int | None = MEMORY_LIMIT,
                  auto_run: bool = False, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
                  top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None, network: bool = False,
                  isolation: str = "auto", cwd: str | Path | None = ".", auto_fix: int = 0,
@@ -146,6 +100,12 @@ class Session:
         self._sandbox = None
         self._ran: list[str] = []         # code that the sandbox has run successfully, in order
         self._start_history(autosave)
+
+    def __setattr__(self, name, value) -> None:
+        old = self.__dict__.get(name, self)
+        object.__setattr__(self, name, value)
+        if name in SETTINGS and old is not self and "_listeners" in self.__dict__ and old != value:
+            self._notify(Change("settings", settings=(name,)))  # a view's sliders follow code
 
     # ---- the text the model sees -------------------------------------------------------------------------
     @property
@@ -281,7 +241,7 @@ class Session:
             raise TypeError(f"instruction must be a str, not {type(instruction).__name__}")
         if not instruction.strip():
             raise SessionError("the instruction is empty: say in words what the next step should do.")
-        return "\n".join(_LINE_BREAK.split(instruction)).strip("\n")  # spaces stay: MTPB prompts keep theirs
+        return "\n".join(LINE_BREAK.split(instruction)).strip("\n")  # spaces stay: MTPB prompts keep theirs
 
     def _bound_text(self, instruction: str) -> None:
         """With overflow='drop_oldest', drop the oldest turns while the text is too long to be tokenized at all."""
@@ -477,8 +437,9 @@ class Session:
         to ``turns`` directly); returns whether they did."""
         if self.history.current.same(self.turns, self.dropped):
             return False
+        before = self.history.current.turns
         self.history.record(Snapshot(tuple(self.turns), tuple(self.dropped), what))
-        self._changed(what)
+        self._changed(Change.between(what, before, self.turns))
         return True
 
     def _restore(self, snap: Snapshot) -> None:
@@ -500,8 +461,9 @@ class Session:
             if snap is None:
                 raise SessionError("nothing to undo: the session has not changed since it started or was loaded.")
             made = [t for t in self.turns if all(t is not u for u in snap.turns)]
+            before = list(self.turns)
             self._restore(snap)
-            self._changed("undo")
+            self._changed(Change.between("undo", before, self.turns))
             return made[-1] if made else None
 
     def redo(self) -> Turn | None:
@@ -515,27 +477,34 @@ class Session:
             if snap is None:
                 raise SessionError("nothing to redo: no change was undone.")
             back = [t for t in snap.turns if all(t is not u for u in self.turns)]
+            before = list(self.turns)
             self._restore(snap)
-            self._changed("redo")
+            self._changed(Change.between("redo", before, self.turns))
             return back[-1] if back else None
 
-    def on_change(self, callback: Callable[[str], None]) -> None:
-        """Call ``callback(what)`` after every change ("generate", "edit", "undo", "run"...), from the thread that
-        made it. Views subscribe here instead of keeping a copy of the turns."""
+    def on_change(self, callback: Callable[[Change], None]) -> None:
+        """Call ``callback(change)`` after every change, from the thread that made it: ``change`` is the verb
+        ("generate", "edit", "undo", "run", "settings"...; it compares equal to that string) with the indices of
+        the steps it ``added``, ``removed``, ``edited`` and ``ran``, and the ``settings`` it changed (see
+        ``convsynth.turns.Change``). Views subscribe here instead of keeping a copy of the turns."""
         self._listeners.append(callback)
 
     def _changed(self, what: str) -> None:
+        """A change to save and report (autosave, then listeners)."""
         if self.autosave is not None:
             try:
-                write_atomic(self.autosave, json.dumps(self.to_dict(), indent=1))
+                write_atomic(self.autosave, json.dumps(self.to_dict(), indent=1), parents=True)
                 self.autosave_error = None
             except (OSError, TypeError, ValueError) as e:  # the change itself stands; say why it was not saved
                 if self.autosave_error is None:
                     warnings.warn(f"convsynth: could not autosave to {self.autosave} ({describe(e)})", stacklevel=3)
                 self.autosave_error = describe(e)
+        self._notify(what if isinstance(what, Change) else Change(what))
+
+    def _notify(self, change: Change) -> None:
         for callback in list(self._listeners):
             try:
-                callback(what)
+                callback(change)
             except Exception as e:  # noqa: BLE001 - a broken view must not break the session
                 warnings.warn(f"convsynth: an on_change listener failed ({describe(e)})", stacklevel=3)
 
@@ -587,8 +556,9 @@ class Session:
             self._wait_idle()
             self._cancel.clear()
             results = self._run(timeout, upto, fix=self.auto_fix > 0)
-            if results:
-                self._changed("run")  # outputs are saved too; not an undoable change
+            if results:  # outputs are saved too; not an undoable change
+                self._changed(Change("run", ran=[i for i, t in enumerate(self.turns)
+                                                 if any(t.result is r for r in results)]))
             return results
 
     def _run(self, timeout: float | None, upto: int | None, fix: bool) -> list:
@@ -803,8 +773,7 @@ class Session:
 
     def save(self, path: str | Path) -> Path:
         """Write the session as JSON (model, settings, turns, execution results)."""
-        from . import session_io
-        return session_io.write_atomic(path, json.dumps(self.to_dict(), indent=1))
+        return write_atomic(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: str | Path, model, *, stop: StopSpec | None = None,
@@ -824,6 +793,7 @@ class Session:
         return session_io.write_notebook(self, path)
 
     def widget(self):
-        """This session in a Jupyter widget (cards, streaming, Stop, settings, prompt view); needs ipywidgets."""
-        from .widget import SessionWidget
-        return SessionWidget(self)
+        """This session in a Jupyter widget (cards, streaming, Stop, settings, prompt view); needs ipywidgets.
+        The same as ``convsynth.widget.SessionWidget(session)``: the session does not import its views (they import
+        it and subscribe with ``on_change``), so the widget module is looked up by name, only when asked for."""
+        return importlib.import_module(f"{__package__}.widget").SessionWidget(self)

@@ -9,16 +9,22 @@ import tempfile
 from pathlib import Path
 
 from .errors import ConvsynthError, SessionError
+from .execution import MEMORY_LIMIT
 from .generate import Sampling
 from .stops import make_stop
+from .turns import Turn, TurnStats
 
+FORMAT = "convsynth-session"  # the "format" of a saved session's JSON
 VERSION = 1  # of the saved-session format
 
 
-def write_atomic(path, text: str) -> Path:
+def write_atomic(path, text: str, *, parents: bool = False) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename: a write that fails
-    part-way (disk full, killed) leaves the previous file whole."""
+    part-way (disk full, killed, a kernel restart) leaves the previous file whole. ``parents``: make the folder
+    first if it is missing (autosave does)."""
     path = Path(path)
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -85,7 +91,6 @@ def _turn(t, where: str, Turn, TurnStats, ExecutionResult):
 def load(cls, path, model, *, stop=None):
     """Read and check a saved session completely before building it; every problem is one SessionError line."""
     from .execution import ExecutionResult, check_limits
-    from .session import FORMAT, Turn, TurnStats
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -123,7 +128,7 @@ def load(cls, path, model, *, stop=None):
         stop = saved_stop
     overflow = _check(data, "overflow", (str,), where, "error")
     timeout = _check(data, "timeout", (int, float, type(None)), where, 10.0)
-    memory_limit = _check(data, "memory_limit", (int, type(None)), where, 2 * 2**30)
+    memory_limit = _check(data, "memory_limit", (int, type(None)), where, MEMORY_LIMIT)
     turns = _check(data, "turns", (list,), where, [])
     dropped = _check(data, "dropped", (list,), where, [])
     pre = _check(data, "preamble_result", (dict, type(None)), where)

@@ -12,6 +12,7 @@ import functools
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConvsynthError, MissingDependency, SessionError, require
@@ -29,6 +30,25 @@ from .widget_html import (CSS, _n, code_html, esc, prompt_html, result_html, sho
                           stats_html)
 
 STREAM_INTERVAL = 0.08  # seconds between streamed code updates (each one is a comm message)
+
+
+@dataclass
+class Work:
+    """What the widget's action thread and the thread that shows it share, in one object. The UI side writes it
+    before an action starts (``begin``) and Stop sets ``stop_requested``; the action thread writes the rest until
+    it ends (``end``)."""
+    busy: bool = False
+    action: str = ""               # "run" while steps run: the cards say "running" on the steps that will
+    stop_requested: bool = False   # Stop was pressed (perhaps before generating began)
+    hold: tuple | None = None      # (index, later turns) while a step in the middle is generated
+    final: str = ""                # the status to show when the action ends ("Undid the edit.")
+    run_upto: int | None = None    # the step a card's Run runs through (None: all)
+
+    def begin(self, action: str) -> None:
+        self.busy, self.action, self.stop_requested, self.final = True, action, False, ""
+
+    def end(self) -> None:
+        self.busy, self.action, self.hold = False, "", None
 
 
 def _button(label, cls, tooltip="", style=""):
@@ -115,8 +135,8 @@ class _Card(W.VBox):
         if self.code.value != turn.code or not self.code.html:
             self.code.value, self.code.html = turn.code, code_html(turn.code)
         self.code.editable = not busy
-        upto = self.owner._run_upto
-        running = (busy and turn.result is None and self.owner._action == "run"
+        upto = self.owner.work.run_upto
+        running = (busy and turn.result is None and self.owner.work.action == "run"
                    and (upto is None or index <= upto))
         self.output.value = ('<div class="cs-meta">running&hellip;</div>' if running
                              else '<div class="cs-meta">no code: nothing to run</div>'
@@ -173,8 +193,8 @@ class SessionWidget(W.VBox):
         self.session, self.export_name, self.resumable = session, export_name, resumable
         self.directory = Path(directory) if directory is not None else Path.cwd()
         self.thread: threading.Thread | None = None
-        self.busy, self._action, self._stop_requested, self._hold = False, "", False, None
-        self._run_upto: int | None = None  # the step a card's Run runs through (None: all)
+        self.work = Work()  # shared with the action thread
+        self._syncing = False  # settings being shown from the session: not written back
         self._cards: dict[int, _Card] = {}
         self._refresh_lock = threading.RLock()
 
@@ -251,13 +271,26 @@ class SessionWidget(W.VBox):
         self._subscribe(session)
         self.refresh()
 
+    @property
+    def busy(self) -> bool:
+        """Whether an action (generating, running, undoing...) is going on in the background."""
+        return self.work.busy
+
     def __repr__(self) -> str:
         return f"SessionWidget(model={self.session.model.name!r}, turns={len(self.session.turns)})"
 
     def _subscribe(self, session) -> None:
-        # Changes made from code (s.ask(...) in a cell) show up without refresh(); the widget's own work
-        # refreshes when it ends.
-        session.on_change(lambda what: session is self.session and not self.busy and self.refresh())
+        # Changes made from code (s.ask(...) in a cell, s.sampling = ...) show up without refresh(); the widget's
+        # own work refreshes when it ends.
+        session.on_change(functools.partial(self._on_change, session))
+
+    def _on_change(self, session, change) -> None:
+        if session is not self.session:
+            return
+        if getattr(change, "settings", ()):
+            self._show_settings()
+        elif not self.busy:
+            self.refresh()
 
     # ---- settings ----------------------------------------------------------------------------------------
     def _settings_panel(self) -> W.Accordion:
@@ -281,9 +314,21 @@ class SessionWidget(W.VBox):
         panel.add_class("convsynth-settings")
         return panel
 
+    def _show_settings(self) -> None:
+        """Put the session's settings into the controls (after a change made from code)."""
+        s, self._syncing = self.session, True
+        try:
+            self.temperature.value, self.top_p.value = s.sampling.temperature, s.sampling.top_p
+            self.max_new_tokens.value = s.sampling.max_new_tokens
+            self.auto_run.value, self.timeout.value = s.auto_run, s.timeout or 0
+        finally:
+            self._syncing = False
+
     @_guarded
     def _set(self, name, change):
         s = self.session
+        if self._syncing:
+            return
         if name in ("auto_run", "timeout"):
             setattr(s, name, change["new"])
         else:
@@ -299,10 +344,10 @@ class SessionWidget(W.VBox):
             return False
         self.clear_error()
         self._ask(None)
-        self.busy, self._action, self._stop_requested, self._final = True, action, False, ""
+        self.work.begin(action)
         if live is not None:
             index = len(self.session.turns) if at is None else at
-            self._hold = (index, list(self.session.turns[index + 1:]) if at is not None else [])
+            self.work.hold = (index, list(self.session.turns[index + 1:]) if at is not None else [])
             self.live.show_live(index, live, "", "generating&hellip;")
         self._set_busy(True, status)
         self.refresh()
@@ -313,11 +358,11 @@ class SessionWidget(W.VBox):
             except Exception as e:  # noqa: BLE001 - shown in the error area
                 self.show_error(e)
             finally:
-                self.busy, self._action, self._hold = False, "", None
+                self.work.end()
                 self.status.value = ""
                 self.refresh()  # before the status and the buttons, so whoever waits for them sees the new state
-                if self._final or self._stop_requested:
-                    self.status.value = self._final or "Stopped."
+                if self.work.final or self.work.stop_requested:
+                    self.status.value = self.work.final or "Stopped."
                 self._set_busy(False)
 
         self.thread = threading.Thread(target=target, name="convsynth-widget", daemon=True)
@@ -329,7 +374,7 @@ class SessionWidget(W.VBox):
 
         def on_text(piece: str):
             pieces.append(piece)
-            if self._stop_requested:  # a Stop that came before generation began
+            if self.work.stop_requested:  # a Stop that came before generation began
                 self.session.cancel()
             now = time.monotonic()
             if now - last[0] >= STREAM_INTERVAL:
@@ -343,10 +388,10 @@ class SessionWidget(W.VBox):
         """A stopped generation leaves no half step behind: the change is undone (Redo brings it back)."""
         if turn.stats.finish_reason == "cancelled":
             self.session.undo()
-            self._final = f"Stopped: the unfinished {what} was dropped (Redo brings it back)."
+            self.work.final = f"Stopped: the unfinished {what} was dropped (Redo brings it back)."
             return
-        if self.session.auto_run and not self._stop_requested:
-            self._action, self._run_upto = "run", None
+        if self.session.auto_run and not self.work.stop_requested:
+            self.work.action, self.work.run_upto = "run", None
             self.refresh()
             self.status.value = "Running&hellip;"
             self.session.run(timeout=self.session.timeout)
@@ -395,8 +440,8 @@ class SessionWidget(W.VBox):
         def work():
             turn = self.session.regenerate(index, on_text=self._streamer(index, text), run=False)
             self._after_generating(turn, "step")
-            if turn.code == before and not self._final:  # say so rather than seem to do nothing
-                self._final = ("Regenerated: the same code again" + (" (temperature 0 always gives the same step)."
+            if turn.code == before and not self.work.final:  # say so rather than seem to do nothing
+                self.work.final = ("Regenerated: the same code again" + (" (temperature 0 always gives the same step)."
                                                                      if self.session.sampling.temperature == 0
                                                                      else "."))
         self._start("generate", "Generating&hellip;", work, live=text, at=index)
@@ -410,7 +455,7 @@ class SessionWidget(W.VBox):
 
         def work():
             fixed = self.session.fix(index, on_text=self._streamer(index, text))
-            if fixed is turn and not self._stop_requested:
+            if fixed is turn and not self.work.stop_requested:
                 last = turn.attempts[-1]
                 self.show_error(f"The new attempt at step {index + 1} failed too ({last['error']}), so the step is "
                                 "unchanged; every attempt is kept in its attempts. Fix again, or edit the "
@@ -427,7 +472,7 @@ class SessionWidget(W.VBox):
         def work():
             self.session.edit_code(index, code)
             if run:
-                self._action, self._run_upto = "run", index
+                self.work.action, self.work.run_upto = "run", index
                 self.refresh()
                 self.session.run(timeout=self.session.timeout, upto=index)
         self._start("run" if run else "edit", "Running&hellip;" if run else "Saving&hellip;", work)
@@ -436,14 +481,14 @@ class SessionWidget(W.VBox):
     def _run(self, upto: int | None = None):
         """Run the pending steps through step ``upto`` or all of them (Run all)."""
         if not self.busy:  # a Run pressed while busy is refused by _start and must not change the run in flight
-            self._run_upto = upto
+            self.work.run_upto = upto
         if not self.busy and all(t.result is not None for t in self.session.turns[:None if upto is None else upto + 1]):
             self.status.value = ("Nothing to run: every step has run (a step's Run again runs it again)."
                                  if self.session.turns else "Nothing to run yet.")
             return
         def work():
             if not self.session.run(timeout=self.session.timeout, upto=upto):
-                self._final = "Nothing ran."
+                self.work.final = "Nothing ran."
         self._start("run", "Running&hellip;", work)
 
     @_guarded
@@ -453,7 +498,7 @@ class SessionWidget(W.VBox):
         if self.session.turns[index].result is None:
             return self._run(index)
         if not self.busy:
-            self._run_upto = index
+            self.work.run_upto = index
         self._start("run", "Running&hellip;", lambda: self.session.rerun(index, timeout=self.session.timeout))
 
     @_guarded
@@ -472,7 +517,7 @@ class SessionWidget(W.VBox):
             return
         def work():
             self.session.undo()
-            self._final = f"Undid the {what}."
+            self.work.final = f"Undid the {what}."
         self._start("undo", "Undoing&hellip;", work)
 
     @_guarded
@@ -484,13 +529,13 @@ class SessionWidget(W.VBox):
             return
         def work():
             self.session.redo()
-            self._final = f"Redid the {what}."
+            self.work.final = f"Redid the {what}."
         self._start("redo", "Redoing&hellip;", work)
 
     @_guarded
     def stop(self):
         """Stop the generation (its unfinished step is dropped) or the step running now."""
-        self._stop_requested = True
+        self.work.stop_requested = True
         self.session.cancel()
         self.status.value = "Stopping&hellip;"
 
@@ -644,7 +689,7 @@ class SessionWidget(W.VBox):
         with self._refresh_lock:
             s = self.session
             turns = list(s.turns)
-            hold = self._hold if self.busy else None
+            hold = self.work.hold if self.busy else None
             if hold is not None:  # a step being generated at hold[0]: the cards after it stay, waiting
                 turns = turns[:hold[0]]
             shown = []

@@ -648,3 +648,28 @@ def test_autosave_and_resume(tiny, tmp_path):
     with pytest.warns(UserWarning, match="could not autosave"):
         s2.add_code("x = 1")
     assert len(s2.turns) == 1 and "Error" in s2.autosave_error
+
+
+def test_on_change_says_which_steps_changed_and_settings(tiny):
+    s = Session(tiny[0], temperature=0, max_new_tokens=8, cwd=None)
+    seen = []
+    s.on_change(seen.append)
+    s.add_code("a = 1")
+    s.add_code("b = 2")
+    s.add_code("print(a + b)")
+    s.edit_code(1, "b = 3")
+    s.delete(0)
+    s.undo()
+    s.run()
+    s.timeout = 5.0
+    s.timeout = 5.0  # the same value: no change
+    s.sampling = s.sampling.replace(temperature=0.5)
+    assert seen == ["add code"] * 3 + ["code edit", "delete", "undo", "run", "settings", "settings"]
+    got = [(c.added, c.removed, c.edited, c.ran, c.settings) for c in seen]
+    assert got == [((0,), (), (), (), ()), ((1,), (), (), (), ()), ((2,), (), (), (), ()),
+                   ((), (), (1,), (), ()),  # step 2 replaced; step 3 only lost its result: not listed
+                   ((), (0,), (), (), ()), ((0,), (), (), (), ()),
+                   ((), (), (), (0, 1, 2), ()), ((), (), (), (), ("timeout",)), ((), (), (), (), ("sampling",))]
+    assert "edited=(1,)" in repr(seen[3])
+    s.close()
+

@@ -404,3 +404,18 @@ def test_prompt_view_tells_cached_from_new_tokens(w, session):
     assert w.prompt.value.count('class="cs-tok cs-new"') == len(tokens) - cached + 1
     assert f"{cached} tokens" in w.prompt.value and "Print" in w.prompt.value and "cs-prompt-scroll" in w.prompt.value
     assert "convsynth-prompt-view" in w.prompt_panel._dom_classes
+
+
+def test_the_widget_follows_changes_made_from_code(w, session):
+    session.ask("Assign 5 to x.")  # from a cell: the cards follow without refresh()
+    assert len(cards(w)) == 1 and "Assign 5 to x." in cards(w)[0].head.value and "1 step" in w.title.value
+    session.add_code("y = 2")
+    session.delete(0)
+    assert len(cards(w)) == 1 and "code written by hand" in cards(w)[0].head.value
+    session.sampling = session.sampling.replace(temperature=0.7, top_p=0.5, max_new_tokens=12)
+    session.auto_run, session.timeout = True, 3.0  # the settings follow code too
+    assert (w.temperature.value, w.top_p.value, w.max_new_tokens.value) == (0.7, 0.5, 12)
+    assert w.auto_run.value is True and w.timeout.value == 3.0
+    w.temperature.value = 0.3  # and the controls still change the session
+    assert session.sampling.temperature == 0.3 and session.sampling.top_p == 0.5
+    assert not w.busy and w.work.action == ""
