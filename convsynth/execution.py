@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from .errors import ConvsynthError
 
 STATUSES = ("ok", "error", "timeout", "crashed", "memory", "expectation_failed")
+# A terminal escape: CSI sequences (colours, cursor moves, any parameters and final byte) and OSC ones (titles,
+# links) ended by BEL or ST. IPython colours tracebacks with them; results and views strip them with this one.
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(?::\s?.*)?$")
 _SET_LIMIT = (  # run in the child: lower the soft RLIMIT_DATA to {n} bytes (never above the hard limit)
     "import resource as _r\n_h = _r.getrlimit(_r.RLIMIT_DATA)[1]\n"

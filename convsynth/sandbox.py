@@ -25,7 +25,6 @@ import errno
 import json
 import os
 import queue
-import re
 import shutil
 import subprocess
 import sys
@@ -36,8 +35,8 @@ import weakref
 from dataclasses import dataclass, field
 
 from .execution import (  # noqa: F401 -- run_script, STATUSES: re-exported
-    _SET_LIMIT, MEMORY_LIMIT, STATUSES, ExecutionResult, SandboxError, _exit_words, _gib, _kill_group, _short,
-    check_limits, run_script,
+    _SET_LIMIT, ANSI, MEMORY_LIMIT, STATUSES, ExecutionResult, SandboxError, _exit_words, _gib, _kill_group,
+    _short, check_limits, run_script,
 )
 from .errors import describe
 from .isolation import Isolation
@@ -46,7 +45,6 @@ KERNEL_CMD = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_fil
 _MAX_OUTPUTS = 100  # rich outputs kept per step
 _MAX_RICH_CHARS = 20 * 2**20  # images, HTML... per step; they are kept whole or dropped
 _POLL = 0.05  # seconds between looks at the kernel while a step runs
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 
 
 # Run once in the kernel: code compiled while `_convsynth_next` is set is called by that name in tracebacks
@@ -474,7 +472,7 @@ class Sandbox:
         r = out.reply
         ename = r.get("ename", "Error")
         res.error = f"{ename}: {r['evalue']}" if r.get("evalue") else ename
-        res.traceback = _ANSI.sub("", "\n".join(r.get("traceback", [])))
+        res.traceback = ANSI.sub("", "\n".join(r.get("traceback", [])))
         if len(res.traceback) > self.max_output:  # the end of a traceback says the most
             res.traceback, res.truncated = "...\n" + res.traceback[-self.max_output:], True
         if res.status != "ok":  # the interrupt, handled above

@@ -185,8 +185,9 @@ class Session:
                 gen = self.model.session_turn(self, self.text + comment_lines(instruction), len(ids), s,
                                               self._stop_rule, self._cancel)  # pieces; no lock of ours inside
             else:
-                gen = locked_steps(iter_generation(self.model.model, self.model.tokenizer, self.prefix.cache, ids[keep:],
-                                                   s, self._stop_rule, cancel=self._cancel, context_ids=ids),
+                gen = locked_steps(iter_generation(self.model.model, self.model.tokenizer, self.prefix.cache,
+                                                   ids[keep:], s, self._stop_rule, cancel=self._cancel,
+                                                   context_ids=ids),
                                    self.model.lock)
             try:
                 while True:

@@ -13,7 +13,8 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+from .execution import ANSI
+
 try:  # JupyterLab's own highlighting colours (CSS variables), so code reads well in the light and dark themes
     from jupyterlab_pygments import JupyterStyle as _STYLE
 except ImportError:  # pragma: no cover - it comes with JupyterLab
@@ -96,7 +97,7 @@ _BOX_IDS = itertools.count()
 
 
 def esc(text) -> str:
-    return html.escape(_ANSI.sub("", str(text)))
+    return html.escape(ANSI.sub("", str(text)))
 
 
 def code_html(code: str) -> str:

@@ -13,49 +13,19 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+from helpers import (CHROMIUM, CHROMIUM_ARGS, KERNEL_READY, ROOT, T, free_port, need_chromium, reference_model,
+                     stop_server, write_checkpoint)
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PACKAGED = ROOT / "convsynth" / "models" / "convsynth-tiny"
 ARTIFACTS = ROOT / "tests" / ".artifacts"
-T = 60_000  # ms: the longest any single wait may take (the machine may be busy)
-
-
-def ensure_chromium() -> None:
-    """The README's test command installs Chromium; try once here too, and skip only if that is impossible."""
-    if Path(CHROMIUM).exists():
-        return
-    apt = shutil.which("apt-get")
-    if apt and os.geteuid() == 0:
-        for cmd in ([apt, "install", "-y", "--no-install-recommends", "chromium"], [apt, "update"],
-                    [apt, "install", "-y", "--no-install-recommends", "chromium"]):
-            try:
-                subprocess.run(cmd, capture_output=True, timeout=600)
-            except (OSError, subprocess.TimeoutExpired):
-                break
-            if Path(CHROMIUM).exists():
-                return
-    pytest.skip(f"{CHROMIUM} is missing and could not be installed "
-                "(run: apt-get update && apt-get install -y --no-install-recommends chromium)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def notebook(model: str | None) -> dict:
@@ -72,7 +42,7 @@ def notebook(model: str | None) -> dict:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A JupyterLab server in its own process group, with a notebook showing the widget; killed afterwards."""
-    ensure_chromium()
+    need_chromium()
     pytest.importorskip("playwright.sync_api")
     base = tmp_path_factory.mktemp("lab")
     root, conf = base / "root", base / "conf"
@@ -101,7 +71,6 @@ def lab(tmp_path_factory):
         if (PACKAGED / "config.json").exists():
             model = None
         else:
-            from conftest import reference_model, write_checkpoint
             write_checkpoint(reference_model("tiny"), root / "checkpoint", "safetensors")
             model = "checkpoint"
         for name in ("widget", "teach", "teach7"):
@@ -124,39 +93,6 @@ def lab(tmp_path_factory):
         log.close()
 
 
-def stop_server(server: subprocess.Popen) -> None:
-    """SIGTERM the server's group (it shuts its kernels down), then kill whatever is left: the group and every
-    process it started, kernels included (they lead their own sessions)."""
-    import psutil
-    try:
-        family = psutil.Process(server.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        family = []
-    try:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(server.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    server.wait()
-    for p in family:
-        try:
-            for child in p.children(recursive=True):
-                child.kill()
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(family, timeout=10)
-
-
-KERNEL_READY = """() => {
-  const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-  return !!k && k.connectionStatus === 'connected' && k.status === 'idle';
-}"""
 RUN_ALL = "() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }"
 RESTART = "() => { window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.restart(); }"
 

@@ -13,7 +13,7 @@ import convsynth
 from convsynth import CheckpointError, ConfigError
 from convsynth.config import CodeGenConfig, PRESETS, preset
 
-from conftest import ROOT, reference_model, write_checkpoint
+from helpers import ROOT, reference_model, write_checkpoint
 
 
 def test_presets_cover_the_twelve_checkpoints():
@@ -198,7 +198,7 @@ print((status("VmHWM:") - base) / nbytes)
 def test_peak_memory_while_loading(tmp_path, fmt, dtype, fast, bound):
     """Loading holds no second copy, also when an fp16 checkpoint (as on the hub) is upcast to fp32. The CPU's
     oneDNN path (the default where it fits) adds exactly its packed copy of the linear weights, nothing more."""
-    from conftest import SHAPES
+    from helpers import SHAPES
     SHAPES["mem"] = dict(n_embd=512, n_layer=6, n_head=8, rotary_dim=32, vocab_size=51200)  # ~300 MB fp32
     try:
         d = write_checkpoint(reference_model("mem"), tmp_path / fmt, fmt, dtype=dtype)

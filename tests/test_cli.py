@@ -13,7 +13,7 @@ import convsynth
 from convsynth import mtpb
 from convsynth.mtpb_check import Problem
 
-from conftest import ROOT
+from helpers import ROOT
 
 PROBLEMS = [
     {"id": 1, "name": "Add", "description": "", "category": "math", "max_gen_length": 10**6,  # asks too much

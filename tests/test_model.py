@@ -5,7 +5,7 @@ import torch
 import convsynth
 from convsynth.generate import Sampling, decode_tokens
 
-from conftest import FORMATS, SHAPES, reference_model
+from helpers import FORMATS, SHAPES, reference_model
 
 
 def ids_for(shape, n=48, seed=1):

@@ -24,7 +24,7 @@ from convsynth.errors import ConvsynthError, RemoteError  # noqa: E402
 from convsynth.mtpb_check import load_problems  # noqa: E402
 
 import mtpb_small  # noqa: E402
-from conftest import ROOT  # noqa: E402
+from helpers import ROOT  # noqa: E402
 
 KEY = "sk-test"
 TURNS = ["Assign the list [3, 1, 2] to a variable named a.", "Sort a.", "Print a."]

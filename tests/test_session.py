@@ -535,7 +535,7 @@ def test_limits_are_refused_when_the_session_is_made(tiny):
 def test_a_dropped_session_does_not_freeze_the_process(checkpoints):
     import subprocess
     import sys
-    from conftest import ROOT
+    from helpers import ROOT
     code = ("import gc, sys, convsynth\ncg = convsynth.load(sys.argv[1], fast=False)\n"
             "s = convsynth.Session(cg); s.add_code('x = 1'); s.run(); pid = s.sandbox.pid\n"
             "s = None; gc.collect()\nprint('collected', pid, flush=True)\n")

@@ -16,7 +16,7 @@ import convsynth  # noqa: E402
 from convsynth import widget as widget_module  # noqa: E402
 from convsynth.widget import SessionWidget, ui  # noqa: E402
 
-from conftest import reference_model, write_checkpoint  # noqa: E402
+from helpers import reference_model, write_checkpoint  # noqa: E402
 
 WAIT = 120  # seconds: generous, the machine may be busy
 
