@@ -148,15 +148,7 @@ def run_script(code: str, *, timeout: float = 20.0, memory_limit: int | None = M
         path = os.path.join(tmp, "main.py")
         with open(path, "w", encoding="utf-8") as f:
             f.write(code)
-        # Set the limit, then exec the program so its tracebacks show only its own frames.
-        # (Not preexec_fn: that is unsafe when the caller has threads.)
-        launcher = (_SET_LIMIT.format(n=memory_limit) if memory_limit else "") + \
-            _DIE_WITH_PARENT.format(parent=os.getpid()) + \
-            "import os, sys\nos.execv(sys.executable, [sys.executable, sys.argv[1]])\n"
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", MPLBACKEND="Agg")
-        proc = subprocess.Popen([sys.executable, "-c", launcher, path], cwd=cwd or tmp, env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = _start_script(path, cwd or tmp, memory_limit)
         try:
             out, err, truncated, timed_out = _collect(proc, start + timeout, max_output)
         finally:
@@ -164,9 +156,29 @@ def run_script(code: str, *, timeout: float = 20.0, memory_limit: int | None = M
             proc.wait()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    res = script_result(proc.returncode, out, err, timed_out=timed_out, truncated=truncated, timeout=timeout,
+                        memory_limit=memory_limit, max_output=max_output)
+    res.duration = time.monotonic() - start
+    return res
 
+
+def _start_script(path: str, cwd: str, memory_limit: int | None) -> subprocess.Popen:
+    """Start `python path` in its own session, with the memory limit set and no stdin."""
+    # Set the limit, then exec the program so its tracebacks show only its own frames.
+    # (Not preexec_fn: that is unsafe when the caller has threads.)
+    launcher = (_SET_LIMIT.format(n=memory_limit) if memory_limit else "") + \
+        _DIE_WITH_PARENT.format(parent=os.getpid()) + \
+        "import os, sys\nos.execv(sys.executable, [sys.executable, sys.argv[1]])\n"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", MPLBACKEND="Agg")
+    return subprocess.Popen([sys.executable, "-c", launcher, path], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def script_result(rc: int, out: str, err: str, *, timed_out: bool, truncated: bool, timeout: float,
+                  memory_limit: int | None, max_output: int) -> ExecutionResult:
+    """How a script ended, from its exit code and output: ok, timeout, memory, crashed (a signal) or error,
+    with the exception line and traceback read from stderr."""
     res = ExecutionResult("ok", stdout=out, stderr=err, truncated=truncated, timed_out=timed_out)
-    rc = proc.returncode
     if timed_out:
         res.status, res.note = "timeout", f"Timed out after {timeout:g} s; killed."
     elif rc != 0:
@@ -184,7 +196,6 @@ def run_script(code: str, *, timeout: float = 20.0, memory_limit: int | None = M
             res.note = f"The program failed ({_exit_words(rc)})."
     if truncated:
         res.note = f"{res.note} Output was cut to {max_output} characters.".strip()
-    res.duration = time.monotonic() - start
     return res
 
 

@@ -112,6 +112,40 @@ def _asked_exit(out: _Outcome) -> bool:
     return any(p.get("source") == "ask_exit" for p in out.reply.get("payload", []))
 
 
+def _reply(kc, msg_id: str, error: dict) -> dict:
+    """The execute reply to ``msg_id``. The kernel replies before it goes idle, so it is already on the shell
+    channel; if it does not come within 5 s, the error seen on iopub (if any) stands for it."""
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        try:
+            msg = kc.get_shell_msg(timeout=0.5)
+        except queue.Empty:
+            continue
+        if msg["parent_header"].get("msg_id") == msg_id:
+            return msg["content"]
+    return dict(error, status="error") if error else {"status": "ok"}
+
+
+def why_ended(out: _Outcome, *, closed: bool, cancelled: bool, memory_limit: int | None) -> str:
+    """Why a step's request ended, from its outcome alone: "closed" (the sandbox was closed), "memory_kill" (killed
+    over the memory limit), "out_of_memory" (died near it), "crashed" (died otherwise), "exit" (exit() or quit()),
+    "timeout" / "interrupted" (stopped by the deadline / by cancel; with "_hung" when it did not stop), "raised" or
+    "ok" (it finished)."""
+    if out.how == "closed" or (closed and out.how != "done"):
+        return "closed"
+    if out.how == "memory_kill":
+        return "memory_kill"
+    if out.how == "died":
+        return "out_of_memory" if memory_limit and out.peak >= 0.9 * memory_limit else "crashed"
+    if _asked_exit(out):
+        return "exit"
+    if out.how == "hung" or (out.reply.get("status") == "error" and out.interrupted
+                             and out.reply.get("ename") == "KeyboardInterrupt"):
+        return ("timeout" if out.interrupted and not cancelled else "interrupted") + \
+            ("_hung" if out.how == "hung" else "")
+    return "raised" if out.reply.get("status", "ok") != "ok" else "ok"
+
+
 # ---------------------------------------------------------------------------- Sandbox
 
 
@@ -437,29 +471,39 @@ class Sandbox:
     def _step(self, code: str, limit: float | None, cap: _Capture, *, silent: bool = False) -> ExecutionResult:
         """Run code and turn the outcome into a result, restarting the process when needed."""
         out = self._execute(code, limit, cap, silent=silent)
+        why = why_ended(out, closed=self._closed, cancelled=self._cancel.is_set(), memory_limit=self.memory_limit)
+        res = self._ending(why, out, limit)
+        if why == "exit" or out.how != "done" or out.reply.get("status", "ok") == "ok":
+            return res
+        self._add_traceback(res, out.reply)
+        if res.status == "ok":  # not the interrupt, handled above
+            self._raised(res, out.reply.get("ename", "Error"))
+        return res
+
+    def _ending(self, why: str, out: _Outcome, limit: float | None) -> ExecutionResult:
+        """The result of a step that ended ``why`` (see ``why_ended``), restarting the process when it died, hung
+        or exited; "ok" for one that finished (raised or not: see ``_raised``)."""
         res, mem = ExecutionResult("ok"), self.memory_limit
-        if out.how == "closed" or (self._closed and out.how != "done"):
+        if why == "closed":
             res.status, res.note = "crashed", "The sandbox was closed while the step ran."
-        elif out.how in ("died", "memory_kill"):
+        elif why in ("memory_kill", "out_of_memory", "crashed"):
             died = f"the process died ({_exit_words(out.exit_code)})"
-            if out.how == "memory_kill":
+            if why == "memory_kill":
                 res.status = "memory"
                 res.note = f"Used more than the {_gib(mem)} memory limit, so the process was killed; "
-            elif mem and out.peak >= 0.9 * mem:
+            elif why == "out_of_memory":
                 res.status, res.note = "memory", f"Ran out of memory (limit {_gib(mem)}) and {died}; "
             else:
                 res.status, res.note = "crashed", f"{died[0].upper()}{died[1:]}; "
             res.restarted, res.note = True, res.note + self._restart(self._history)
-        elif _asked_exit(out):  # exit()/quit(): ipykernel ends the process right after replying
+        elif why == "exit":  # exit()/quit(): ipykernel ends the process right after replying
             res.status, res.error, res.restarted = "error", "SystemExit", True
             res.note = "exit() ends the sandbox's process; " + self._restart(self._history)
-            return res
-        elif out.how == "hung" or (out.reply.get("status") == "error" and out.interrupted
-                                   and out.reply.get("ename") == "KeyboardInterrupt"):
-            res.timed_out = out.interrupted and not self._cancel.is_set()
+        elif why.startswith(("timeout", "interrupted")):
+            res.timed_out = why.startswith("timeout")
             res.status = "timeout" if res.timed_out else "error"
             res.note = f"Timed out after {limit:g} s" if res.timed_out else "Interrupted on request"
-            if out.how == "hung":
+            if why.endswith("_hung"):
                 res.restarted = True
                 res.note += ", and the code did not stop when interrupted; "
                 res.note += self._restart(self._history, "the process")
@@ -467,16 +511,20 @@ class Sandbox:
                 res.note += "; interrupted."
             if not res.timed_out:
                 res.error = "KeyboardInterrupt"
-        if out.how != "done" or out.reply.get("status", "ok") == "ok":
-            return res
-        r = out.reply
-        ename = r.get("ename", "Error")
-        res.error = f"{ename}: {r['evalue']}" if r.get("evalue") else ename
-        res.traceback = ANSI.sub("", "\n".join(r.get("traceback", [])))
+        return res
+
+    def _add_traceback(self, res: ExecutionResult, reply: dict) -> None:
+        """The exception line and the (plain, capped) traceback of a step that raised."""
+        ename = reply.get("ename", "Error")
+        res.error = f"{ename}: {reply['evalue']}" if reply.get("evalue") else ename
+        res.traceback = ANSI.sub("", "\n".join(reply.get("traceback", [])))
         if len(res.traceback) > self.max_output:  # the end of a traceback says the most
             res.traceback, res.truncated = "...\n" + res.traceback[-self.max_output:], True
-        if res.status != "ok":  # the interrupt, handled above
-            return res
+
+    def _raised(self, res: ExecutionResult, ename: str) -> None:
+        """Status and note of a step that raised ``ename``: a MemoryError (restarting the process if the memory is
+        still held), input() without stdin, or any other error."""
+        mem = self.memory_limit
         if ename.endswith("MemoryError"):
             res.status = "memory"
             res.note = f"Ran out of memory (limit {_gib(mem)}): {res.error}." if mem else \
@@ -491,7 +539,6 @@ class Sandbox:
                                             "Put the values in the code instead."
         else:
             res.status, res.note = "error", f"The step raised {ename}."
-        return res
 
     def _check_expectations(self, res: ExecutionResult, expect_output: str | None, check: str | None,
                             limit: float | None) -> str:
@@ -522,7 +569,7 @@ class Sandbox:
         `interrupt_grace` seconds the outcome is "hung" and the caller restarts it.
         Only this thread touches the jupyter_client objects; other threads just set flags.
         """
-        kc, proc, mem = self._kc, self._handle.proc, self.memory_limit
+        kc, proc = self._kc, self._handle.proc
         msg_id = kc.execute(code, silent=silent, store_history=not silent, allow_stdin=False, stop_on_error=False)
         out, error = _Outcome("done"), {}
         deadline = time.monotonic() + limit if limit else float("inf")
@@ -541,18 +588,10 @@ class Sandbox:
             elif grace_end is not None and now >= grace_end:
                 out.how = "hung"
                 return out
-            if now >= next_look:  # alive, and within memory?
+            if now >= next_look:
                 next_look = now + _POLL
-                if proc.poll() is not None:
-                    out.how, out.exit_code = "died", proc.returncode
+                if not self._alive(proc, out):
                     return out
-                if mem:
-                    data, rss = self.isolation.usage(proc.pid)
-                    out.peak = max(out.peak, data, rss)
-                    if rss > mem:  # memory RLIMIT_DATA does not count (e.g. shared): stop it here
-                        _kill_group(proc.pid)
-                        out.how, out.exit_code = "memory_kill", proc.wait()
-                        return out
             try:
                 msg = kc.get_iopub_msg(timeout=_POLL)
             except queue.Empty:
@@ -568,15 +607,20 @@ class Sandbox:
                 cap.stream(content.get("name", "stdout"), content.get("text", ""))
             elif cap is not None and kind in ("display_data", "execute_result"):
                 cap.bundle(content.get("data", {}))
-        # The kernel replies before it goes idle, so the reply is already on the shell channel.
-        end = time.monotonic() + 5
-        while time.monotonic() < end:
-            try:
-                msg = kc.get_shell_msg(timeout=0.5)
-            except queue.Empty:
-                continue
-            if msg["parent_header"].get("msg_id") == msg_id:
-                out.reply = msg["content"]
-                return out
-        out.reply = dict(error, status="error") if error else {"status": "ok"}
+        out.reply = _reply(kc, msg_id, error)
         return out
+
+    def _alive(self, proc, out: _Outcome) -> bool:
+        """One look at the kernel's process: is it alive and within the memory limit? If not, ``out`` says
+        how it ended (a process over the limit is killed here)."""
+        if proc.poll() is not None:
+            out.how, out.exit_code = "died", proc.returncode
+            return False
+        if self.memory_limit:
+            data, rss = self.isolation.usage(proc.pid)
+            out.peak = max(out.peak, data, rss)
+            if rss > self.memory_limit:  # memory RLIMIT_DATA does not count (e.g. shared): stop it here
+                _kill_group(proc.pid)
+                out.how, out.exit_code = "memory_kill", proc.wait()
+                return False
+        return True

@@ -212,24 +212,8 @@ class SessionWidget(W.VBox):
         _show(self.stop_button, False)
         self.status, self.error = _html("convsynth-status"), _html("convsynth-error")
         _show(self.error, False)
-        self.confirm_text = _html("convsynth-confirm")
-        self.confirm_yes = _button("Yes", "convsynth-confirm-yes", style="danger")
-        self.confirm_no = _button("No", "convsynth-confirm-no")
-        self.confirm_row = W.HBox([self.confirm_text, self.confirm_yes, self.confirm_no],
-                                  layout=W.Layout(align_items="center"))
-        _show(self.confirm_row, False)
-        self._confirmed = None
-        self.undo_button = _button("Undo", "convsynth-undo-change", "Undo the last change")
-        self.redo_button = _button("Redo", "convsynth-redo", "Redo the change undone last")
-        self.run_all_button = _button("Run all", "convsynth-run-all", "Run every step not run yet")
-        self.save_button = _button("Save", "convsynth-save", "Save the session (it is also saved after each change)")
-        self.open_choice = W.Dropdown(options=[], layout=W.Layout(width="220px"))
-        self.open_choice.add_class("convsynth-open-choice")
-        self.open_button = _button("Open", "convsynth-open", "Open the saved session chosen on the left")
-        self.export_py_button = _button("Export .py", "convsynth-export-py", "Write the program next to the notebook")
-        self.export_nb_button = _button("Export notebook", "convsynth-export-notebook",
-                                        "Write an .ipynb with a cell per step next to the notebook")
-        self.program_button = _button("Program", "convsynth-program-toggle", "Show the whole program to copy")
+        self.confirm_row = self._confirm_row()
+        toolbar = self._toolbar()
         self.program = _html("convsynth-program-view")
         self.program_box = W.VBox([W.HTML('<span class="cs-meta">The whole program, read-only: edit a step by '
                                           'clicking its code above. Copy it from here, or call '
@@ -248,12 +232,42 @@ class SessionWidget(W.VBox):
             _html("convsynth-style", CSS), self.title, self.cards,
             W.HBox([self.instruction, self.stop_button]), self.bridge,
             self.status, self.confirm_row, self.error,
-            W.HBox([self.undo_button, self.redo_button, self.run_all_button, self.export_py_button,
-                    self.export_nb_button, self.program_button, self.save_button, self.open_choice,
-                    self.open_button], layout=W.Layout(flex_flow="row wrap")),
+            toolbar,
             self.program_box, self.isolation, self.settings, self.prompt_panel])
         self.add_class("convsynth")
+        self._connect()
+        self._subscribe(session)
+        self.refresh()
 
+    def _confirm_row(self) -> W.HBox:
+        """The question with Yes / No asked before something that drops steps (hidden until asked)."""
+        self.confirm_text = _html("convsynth-confirm")
+        self.confirm_yes = _button("Yes", "convsynth-confirm-yes", style="danger")
+        self.confirm_no = _button("No", "convsynth-confirm-no")
+        row = W.HBox([self.confirm_text, self.confirm_yes, self.confirm_no], layout=W.Layout(align_items="center"))
+        _show(row, False)
+        self._confirmed = None
+        return row
+
+    def _toolbar(self) -> W.HBox:
+        """The buttons under the cards: undo, redo, run all, exports, the program view, save and open."""
+        self.undo_button = _button("Undo", "convsynth-undo-change", "Undo the last change")
+        self.redo_button = _button("Redo", "convsynth-redo", "Redo the change undone last")
+        self.run_all_button = _button("Run all", "convsynth-run-all", "Run every step not run yet")
+        self.save_button = _button("Save", "convsynth-save", "Save the session (it is also saved after each change)")
+        self.open_choice = W.Dropdown(options=[], layout=W.Layout(width="220px"))
+        self.open_choice.add_class("convsynth-open-choice")
+        self.open_button = _button("Open", "convsynth-open", "Open the saved session chosen on the left")
+        self.export_py_button = _button("Export .py", "convsynth-export-py", "Write the program next to the notebook")
+        self.export_nb_button = _button("Export notebook", "convsynth-export-notebook",
+                                        "Write an .ipynb with a cell per step next to the notebook")
+        self.program_button = _button("Program", "convsynth-program-toggle", "Show the whole program to copy")
+        return W.HBox([self.undo_button, self.redo_button, self.run_all_button, self.export_py_button,
+                       self.export_nb_button, self.program_button, self.save_button, self.open_choice,
+                       self.open_button], layout=W.Layout(flex_flow="row wrap"))
+
+    def _connect(self) -> None:
+        """What each control does."""
         self.instruction.on_submit(self.generate)
         self.stop_button.on_click(lambda _: self.stop())
         self.undo_button.on_click(lambda _: self.undo())
@@ -268,8 +282,6 @@ class SessionWidget(W.VBox):
         self.confirm_no.on_click(lambda _: self._answer(False))
         self.prompt_panel.observe(lambda _: self._update_prompt(), "selected_index")
         self.instruction.observe(lambda _: self._update_prompt(), "value")
-        self._subscribe(session)
-        self.refresh()
 
     @property
     def busy(self) -> bool:

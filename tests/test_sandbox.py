@@ -392,3 +392,34 @@ def test_running_out_of_file_descriptors_is_a_clear_error():
     out = _python(code)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "too many open files" in out.stdout and len(out.stdout.strip().splitlines()) == 1
+
+
+def test_why_a_step_ended_is_read_from_its_outcome_alone():
+    from convsynth.sandbox import _Outcome, why_ended
+    err = {"status": "error", "ename": "KeyboardInterrupt", "evalue": ""}
+
+    def why(out, closed=False, cancelled=False, mem=2**30):
+        return why_ended(out, closed=closed, cancelled=cancelled, memory_limit=mem)
+    assert why(_Outcome("done", {"status": "ok"})) == "ok"
+    assert why(_Outcome("done", {"status": "error", "ename": "ValueError"})) == "raised"
+    assert why(_Outcome("done", {"status": "ok", "payload": [{"source": "ask_exit"}]})) == "exit"
+    assert why(_Outcome("closed")) == "closed" and why(_Outcome("hung"), closed=True) == "closed"
+    assert why(_Outcome("memory_kill")) == "memory_kill"
+    assert why(_Outcome("died", peak=2**30)) == "out_of_memory" and why(_Outcome("died", peak=10)) == "crashed"
+    assert why(_Outcome("died", peak=2**30), mem=None) == "crashed"
+    assert why(_Outcome("done", err, interrupted=True)) == "timeout"
+    assert why(_Outcome("done", err, interrupted=True), cancelled=True) == "interrupted"
+    assert why(_Outcome("hung", interrupted=True)) == "timeout_hung"
+    assert why(_Outcome("hung", interrupted=True), cancelled=True) == "interrupted_hung"
+
+
+def test_script_result_reads_how_a_script_ended():
+    from convsynth.execution import script_result
+    kw = dict(timed_out=False, truncated=False, timeout=5.0, memory_limit=None, max_output=100)
+    assert script_result(0, "hi\n", "", **kw).status == "ok"
+    tb = "Traceback (most recent call last):\n  File \"main.py\", line 1\nZeroDivisionError: division by zero\n"
+    r = script_result(1, "", tb, **kw)
+    assert (r.status, r.error) == ("error", "ZeroDivisionError: division by zero") and r.traceback.startswith("Tr")
+    assert script_result(1, "", "MemoryError\n", **kw).status == "memory"
+    assert script_result(-9, "", "", **kw).status == "crashed"
+    assert script_result(-9, "", "", **{**kw, "timed_out": True}).note == "Timed out after 5 s; killed."
