@@ -62,11 +62,7 @@ def static_step(model, tok: torch.Tensor, pos: torch.Tensor, k: torch.Tensor, v:
     cos_t, sin_t = model.rope(tok.device)
     cos, sin = cos_t.index_select(0, pos), sin_t.index_select(0, pos)          # (1, rot)
     mask = (torch.arange(bucket, device=tok.device) <= pos).view(1, 1, 1, bucket)  # keys up to the new token
-    slot = _StaticSlot(k, v, pos, bucket)
-    x = model.transformer.wte(tok)                                             # (B, 1, C)
-    for block in model.transformer.h:
-        x = block(x, cos, sin, slot, mask)
-    return model.lm_head(model.transformer.ln_f(x)).float()[:, -1]             # (B, V)
+    return model.trunk(tok, cos, sin, _StaticSlot(k, v, pos, bucket), mask)[:, -1]  # (B, V): the model's layers
 
 
 class FastDecoder:

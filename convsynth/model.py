@@ -139,11 +139,20 @@ class CodeGenModel(nn.Module):
         mask = None
         if start and T > 1:  # new tokens after cached ones: causal, offset by the cached length
             mask = torch.ones(T, start + T, dtype=torch.bool, device=ids.device).tril(diagonal=start)
+        logits = self.trunk(ids, cos, sin, cache, mask, last_only=last_only)
+        if cache is not None:
+            cache.advance(T)
+        return logits
+
+    def trunk(self, ids: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache, mask: torch.Tensor | None, *,
+              last_only: bool = False) -> torch.Tensor:
+        """The layers every decode path runs, shared by ``forward`` and the fixed-shape step (fast.py): ids (B, T)
+        at the positions whose rotary rows are ``cos``/``sin`` (T, rot) -> fp32 logits (B, T or 1, V). Each layer
+        writes its keys/values through ``cache`` (a KVCache, or the fixed-shape step's slot) and attends under
+        ``mask`` (None: causal, or a single token)."""
         x = self.transformer.wte(ids)                           # (B, T, C)
         for block in self.transformer.h:
             x = block(x, cos, sin, cache, mask)
-        if cache is not None:
-            cache.advance(T)
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.transformer.ln_f(x)).float()   # (B, T or 1, V)
