@@ -106,6 +106,20 @@ def read_samples(out: str | Path | None) -> dict[tuple, Sample]:
     return done
 
 
+def open_append(out: str | Path):
+    """``out`` opened for appending records; a line cut by a killed run is ended first, so the next record starts
+    on a line of its own instead of being glued to the damaged one (and lost on the next resume)."""
+    path = Path(out)
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, 2)
+            cut = f.read(1) != b"\n"
+        if cut:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write("\n")
+    return open(path, "a", encoding="utf-8")
+
+
 def run(cg, problems: list[Problem], *, samples: int = 1, temperature: float = 0.0, top_p: float = 0.95,
         seed: int | None = 0, single_turn: bool = False, out: str | Path | None = None, jobs: int = 2,
         timeout: float = DEFAULT_TIMEOUT, skip_unavailable: bool = True, progress: bool = True) -> dict:
@@ -118,7 +132,7 @@ def run(cg, problems: list[Problem], *, samples: int = 1, temperature: float = 0
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(todo), desc="MTPB", unit="program")
-    sink = open(out, "a") if out is not None else None
+    sink = open_append(out) if out is not None else None
     pending: list[tuple[Sample, Future]] = []
 
     def finish(sample: Sample, fut: Future) -> None:

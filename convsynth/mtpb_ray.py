@@ -14,7 +14,7 @@ from collections import deque
 from pathlib import Path
 
 from .errors import ConvsynthError
-from .mtpb import Sample, read_samples, report
+from .mtpb import Sample, open_append, read_samples, report
 from .mtpb_check import DEFAULT_TIMEOUT, Problem
 
 NAMESPACE = "convsynth"
@@ -88,7 +88,7 @@ def run(model, problems: list[Problem], *, address: str | None = "local", replic
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(todo), desc=f"MTPB on Ray ({replicas} replicas)", unit="program")
-    sink = open(out, "a") if out is not None else None
+    sink = open_append(out) if out is not None else None
     started = [0]
     retried = 0
 

@@ -99,3 +99,7 @@ def test_mtpb_resumes_past_a_cut_line_and_survives_a_problem_too_long(tmp_path, 
         again = mtpb.run(cg, problems, out=out, progress=False, jobs=1)
     assert any("line 2 is damaged" in str(w.message) for w in caught)
     assert again["programs"] == 3  # the cut program is generated again; problem 1 ran despite its max_gen_length
+    with warnings.catch_warnings(record=True) as caught:  # the record written after the cut line is intact
+        warnings.simplefilter("always")
+        assert len(mtpb.read_samples(out)) == 3
+    assert all("line 2 is damaged" in str(w.message) for w in caught)
