@@ -4,13 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .flags import model_flags
+
 
 def _sampling_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: the packaged model)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--fast", default="auto", choices=["auto", "cuda_graphs", "compile", "onednn", "eager"],
-                   help="decode step: auto = CUDA graphs on a GPU, oneDNN-packed weights on a CPU (when they fit)")
+    model_flags(p)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.2, help="0 means greedy")
     p.add_argument("--top-p", type=float, default=0.95)
@@ -167,22 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("mtpb", help="run the Multi-Turn Programming Benchmark")
-    from_mtpb = _mtpb_flags(p)
-    p.set_defaults(func=cmd_mtpb, **from_mtpb)
+    from .mtpb import add_arguments as mtpb_arguments
+    mtpb_arguments(p)
+    p.set_defaults(func=cmd_mtpb)
 
     p = sub.add_parser("bench", help="run the benchmark suite (benchmarks/run.py) with its own flags")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
     return parser
-
-
-def _mtpb_flags(p) -> dict:
-    try:
-        from .mtpb import add_arguments
-    except ImportError:
-        return {}
-    add_arguments(p)
-    return {}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ContextWindowError, UsageError, describe
+from .flags import model_flags
 from .mtpb_check import (DEFAULT_TIMEOUT, PREAMBLE, Problem, build_program, check, load_problems, mtpb_score,
                          pass_at_k)
 
@@ -218,11 +219,7 @@ def format_report(rep: dict) -> str:
 def add_arguments(p) -> None:
     p.add_argument("--data", default=os.environ.get("CONVSYNTH_MTPB"),
                    help="path of mtpb.jsonl (default: $CONVSYNTH_MTPB, else the copy bundled with convsynth)")
-    p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: the packaged model)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--fast", default="auto", choices=["auto", "cuda_graphs", "compile", "onednn", "eager"],
-                   help="decode step: auto = CUDA graphs on a GPU, oneDNN-packed weights on a CPU (when they fit)")
+    model_flags(p)
     p.add_argument("--problems", default=None, help="ids such as 1,2,10-20 (default: all)")
     p.add_argument("--samples", type=int, default=1, help="programs per test case (the paper: 40)")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")

@@ -265,10 +265,9 @@ def create_app(cg, *, api_key: str | None = None, max_sessions: int = 32, model_
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: the packaged model)")
+    from .flags import model_flags
+    model_flags(p, fast=False)
     p.add_argument("--name", default=None, help="the model id clients ask for (default: --model)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for a class on a LAN)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
