@@ -57,9 +57,6 @@ class CodeGen:
         check_prompt(len(ids), self.config.n_positions + 1)
         return self.model(torch.tensor([list(ids)], device=self.model.device))[0].float().cpu()
 
-    def sampling(self, **kw) -> Sampling:
-        return Sampling(**{k: v for k, v in kw.items() if v is not None or k == "seed"})
-
     def _prompt_ids(self, prompt: str, truncate_prompt: bool) -> list[int]:
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
@@ -72,44 +69,49 @@ class CodeGen:
                              "embedding rows: the tokenizer files do not belong to this checkpoint.")
         return ids
 
-    def generate(self, prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
-                 top_k: int = 0, repetition_penalty: float = 1.0, stop: StopSpec = None, num_samples: int = 1,
-                 seed: int | None = None, truncate_prompt: bool = False) -> Completion:
+    def generate(self, prompt: str, *, max_new_tokens: int | None = None, temperature: float | None = None,
+                 top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
+                 stop: StopSpec = None, num_samples: int = 1, seed: int | None = None, truncate_prompt: bool = False,
+                 sampling: Sampling | None = None) -> Completion:
         """Like ``complete`` but returns the full Completion record (texts, token ids, finish reasons, timings)."""
-        gen = self._iter(prompt, locals())
+        s = Sampling.of(sampling, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                        repetition_penalty=repetition_penalty, seed=seed)
+        gen = self._iter(prompt, s, stop, num_samples, truncate_prompt)
         while True:
             try:
                 next(gen)
             except StopIteration as done:
                 return done.value
 
-    def complete(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
-                 top_k: int = 0, repetition_penalty: float = 1.0, stop: StopSpec = None, num_samples: int = 1,
-                 seed: int | None = None, truncate_prompt: bool = False) -> str | list[str]:
+    def complete(self, prompt: str, max_new_tokens: int | None = None, temperature: float | None = None,
+                 top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
+                 stop: StopSpec = None, num_samples: int = 1, seed: int | None = None, truncate_prompt: bool = False,
+                 *, sampling: Sampling | None = None) -> str | list[str]:
         """The completion of ``prompt`` (a list of ``num_samples`` completions when more than one).
+        Sampling settings: ``sampling`` (a ``Sampling``; default ``Sampling()``: 128 new tokens, temperature 0.2,
+        top-p 0.95) with any single setting given here on top. ``temperature=0`` is greedy.
         ``stop``: None, 'codegen' (the original truncation rules), a regex or a list of regexes (multiline), or a
-        callable text -> cut index. ``temperature=0`` is greedy. ``truncate_prompt`` keeps the prompt's last
-        tokens when it does not fit the context window (otherwise that is an error)."""
+        callable text -> cut index. ``truncate_prompt`` keeps the prompt's last tokens when it does not fit the
+        context window (otherwise that is an error)."""
         out = self.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                             top_k=top_k, repetition_penalty=repetition_penalty, stop=stop, num_samples=num_samples,
-                            seed=seed, truncate_prompt=truncate_prompt)
+                            seed=seed, truncate_prompt=truncate_prompt, sampling=sampling)
         return out.texts[0] if num_samples == 1 else out.texts
 
-    def stream(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
-               top_k: int = 0, repetition_penalty: float = 1.0, stop: StopSpec = None, seed: int | None = None,
-               truncate_prompt: bool = False) -> Iterator[str]:
+    def stream(self, prompt: str, max_new_tokens: int | None = None, temperature: float | None = None,
+               top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
+               stop: StopSpec = None, seed: int | None = None, truncate_prompt: bool = False, *,
+               sampling: Sampling | None = None) -> Iterator[str]:
         """Yield the completion as text pieces while it is decoded; their concatenation equals ``complete()``."""
-        args = dict(locals(), num_samples=1)
-        yield from (piece for _, piece in self._iter(prompt, args))
+        s = Sampling.of(sampling, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                        repetition_penalty=repetition_penalty, seed=seed)
+        yield from (piece for _, piece in self._iter(prompt, s, stop, 1, truncate_prompt))
 
-    def _iter(self, prompt, args):
-        num_samples = args.get("num_samples", 1)
+    def _iter(self, prompt: str, s: Sampling, stop: StopSpec, num_samples: int, truncate_prompt: bool):
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples={num_samples!r} must be an integer >= 1")
-        s = Sampling(max_new_tokens=args["max_new_tokens"], temperature=args["temperature"], top_p=args["top_p"],
-                     top_k=args["top_k"], repetition_penalty=args["repetition_penalty"], seed=args["seed"])
-        stop = make_stop(args["stop"])
-        ids = self._prompt_ids(prompt, args["truncate_prompt"])
+        stop = make_stop(stop)
+        ids = self._prompt_ids(prompt, truncate_prompt)
         cache = self.model.new_cache(batch=1)  # this call's own: only the model is shared, one step at a time
         return (yield from locked_steps(iter_generation(self.model, self.tokenizer, cache, ids, s, stop,
                                                         num_samples=num_samples), self.lock))

@@ -21,7 +21,9 @@ from .stops import StopRule, per_sample
 
 @dataclass(frozen=True)
 class Sampling:
-    """Sampling settings as Hugging Face users know them; temperature 0 means greedy."""
+    """Sampling settings as Hugging Face users know them; temperature 0 means greedy. The one place their defaults
+    and checks live: every entry point (``CodeGen.generate/complete/stream``, ``Session``, the widget's settings)
+    takes a ``Sampling`` (``sampling=``) and/or single settings, and builds the settings with ``Sampling.of``."""
     max_new_tokens: int = 128
     temperature: float = 0.2
     top_p: float = 0.95
@@ -48,6 +50,13 @@ class Sampling:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @classmethod
+    def of(cls, base: "Sampling | None" = None, **settings) -> "Sampling":
+        """``base`` (default: ``Sampling()``) with the ``settings`` given; a setting left None keeps the base's."""
+        if base is not None and not isinstance(base, cls):
+            raise SamplingError(f"sampling={base!r} must be a convsynth Sampling (or None for the defaults).")
+        return (base if base is not None else cls()).replace(**settings)
 
     def replace(self, **changes) -> "Sampling":
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})

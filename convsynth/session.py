@@ -45,7 +45,8 @@ class Session:
     ``edit_code``, ``regenerate``, ``add_code``, ``delete``, ``undo``/``redo``, ``fork``, ``save``/``load``,
     ``to_python``, ``to_notebook``.
 
-    sampling: max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed (as in ``CodeGen.complete``).
+    sampling: a ``Sampling`` (default ``Sampling()``), and/or single settings on top of it: max_new_tokens,
+    temperature, top_p, top_k, repetition_penalty, seed (as in ``CodeGen.complete``).
     stop: how a step ends (default 'codegen': next top-level comment, two blank lines, end of text, the
     original truncation rules). overflow: 'error' (default) or 'drop_oldest' when a turn does not fit the
     context window. timeout / memory_limit: the sandbox's limits per step. auto_run: run each step after it
@@ -58,10 +59,10 @@ class Session:
 
     def __init__(self, model, preamble: str = MTPB_PREAMBLE, *, stop: StopSpec = "codegen",
                  overflow: str = "error", timeout: float = 10.0, memory_limit: int | None = MEMORY_LIMIT,
-                 auto_run: bool = False, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
-                 top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None, network: bool = False,
-                 isolation: str = "auto", cwd: str | Path | None = ".", auto_fix: int = 0,
-                 autosave: str | Path | None = None):
+                 auto_run: bool = False, max_new_tokens: int | None = None, temperature: float | None = None,
+                 top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
+                 seed: int | None = None, network: bool = False, isolation: str = "auto", cwd: str | Path | None = ".",
+                 auto_fix: int = 0, autosave: str | Path | None = None, sampling: Sampling | None = None):
         if overflow not in ("error", "drop_oldest"):
             raise UsageError(f"overflow={overflow!r} must be 'error' or 'drop_oldest'.")
         if not isinstance(preamble, str):
@@ -79,8 +80,8 @@ class Session:
                                "scratch folder.")
         self.auto_fix = int(auto_fix)
         self.model, self.preamble = model, preamble
-        self.sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                                 repetition_penalty=repetition_penalty, seed=seed)
+        self.sampling = Sampling.of(sampling, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                    top_k=top_k, repetition_penalty=repetition_penalty, seed=seed)
         self.stop, self._stop_rule = stop, make_stop(stop)
         self.overflow, self.timeout, self.memory_limit, self.auto_run = overflow, timeout, memory_limit, auto_run
         from .isolation import MODES

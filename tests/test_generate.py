@@ -200,3 +200,20 @@ def test_cli_reports_errors_plainly(tmp_path):
     out = subprocess.run([sys.executable, "-m", "convsynth", "complete", "x", "--model", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "no such checkpoint directory" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_sampling_is_defined_once_and_every_entry_point_takes_it(tiny):
+    from convsynth import Session
+    cg = tiny[0]
+    assert Sampling.of() == Sampling() and Sampling.of(None, temperature=None).temperature == Sampling().temperature
+    greedy = Sampling(max_new_tokens=6, temperature=0)
+    assert Sampling.of(greedy, top_p=0.5) == Sampling(max_new_tokens=6, temperature=0, top_p=0.5)
+    assert cg.complete("def f(x):", sampling=greedy) == cg.complete("def f(x):", max_new_tokens=6, temperature=0)
+    assert "".join(cg.stream("def f(x):", sampling=greedy)) == cg.complete("def f(x):", sampling=greedy)
+    assert cg.generate("def f(x):", sampling=greedy, max_new_tokens=3).generated_tokens <= 3  # settings on top
+    s = Session(cg, sampling=greedy, top_k=5, cwd=None)
+    assert s.sampling == Sampling(max_new_tokens=6, temperature=0, top_k=5)
+    assert Session(cg, cwd=None).sampling == Sampling()  # the defaults are Sampling's
+    with pytest.raises(SamplingError, match="must be a convsynth Sampling"):
+        cg.complete("x", sampling={"temperature": 0})
+    s.close()
