@@ -1,6 +1,7 @@
 """``convsynth.load()`` and the ``CodeGen`` object: strings in, strings out."""
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -11,17 +12,19 @@ import torch
 from . import checkpoint
 from .config import CodeGenConfig
 from .errors import CheckpointError
-from .generate import Completion, Sampling, check_prompt, iter_generation, locked_steps
+from .generate import Completion, DecodePath, Sampling, check_prompt, iter_generation, locked_steps
 from .stops import StopSpec, make_stop
 
 
 class CodeGen:
     """A loaded CodeGen model with its tokenizer. Build one with ``convsynth.load()``."""
 
-    def __init__(self, model, tokenizer, *, name: str = "", path: Path | None = None):
+    def __init__(self, model, tokenizer, *, name: str = "", path: Path | None = None,
+                 decode: DecodePath | None = None):
         self.model, self.tokenizer = model, tokenizer
         self.config: CodeGenConfig = model.config
         self.name, self.path = name, path
+        self.decode = decode if decode is not None else DecodePath()  # how decode steps run; generation gets it
         self.load_seconds = 0.0
         self.lock = threading.Lock()  # one generation at a time per model (caches are per caller)
 
@@ -33,8 +36,12 @@ class CodeGen:
     def decode_path(self) -> str:
         """Which decode step runs: 'eager', 'cuda_graphs', 'compile' or 'onednn' (with the reason when a fast
         path that was asked for could not run)."""
-        fast = getattr(self.model, "fast_decoder", None)
-        return fast.describe() if fast is not None else getattr(self.model, "fast_note", "eager")
+        return self.decode.describe()
+
+    def set_fast(self, fast: str | bool | None) -> None:
+        """Choose the decode path again (the ``fast`` argument of ``load``); ``decode_path`` says what runs."""
+        with self.lock:
+            self.decode = set_fast(self.model, fast)
 
     @property
     def dtype(self) -> str:
@@ -114,7 +121,7 @@ class CodeGen:
         ids = self._prompt_ids(prompt, truncate_prompt)
         cache = self.model.new_cache(batch=1)  # this call's own: only the model is shared, one step at a time
         return (yield from locked_steps(iter_generation(self.model, self.tokenizer, cache, ids, s, stop,
-                                                        num_samples=num_samples), self.lock))
+                                                        num_samples=num_samples, decode=self.decode), self.lock))
 
 
 def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
@@ -131,7 +138,7 @@ def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype:
     config = checkpoint.read_config(directory)
     dev = checkpoint.parse_device(device)
     model = checkpoint.load_weights(directory, config, device=dev, dtype=checkpoint.parse_dtype(dtype, dev))
-    set_fast(model, fast)
+    decode = set_fast(model, fast)
     tokenizer = CodeGenTokenizer.from_pretrained(directory)
     if len(tokenizer) > config.vocab_size and tokenizer.source != str(PACKAGED_TOKENIZER):
         # The checkpoint ships this tokenizer: its ids past the embedding rows would crash at the first prompt.
@@ -139,17 +146,17 @@ def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype:
                               f"{config.vocab_size} embedding rows (vocab_size): they do not belong together. "
                               "Use the tokenizer files that came with these weights.")
     name = str(name_or_path) if name_or_path is not None else "convsynth-tiny"
-    cg = CodeGen(model, tokenizer, name=name, path=directory)
+    cg = CodeGen(model, tokenizer, name=name, path=directory, decode=decode)
     cg.load_seconds = time.perf_counter() - t0
     return cg
 
 
-def set_fast(model, fast: str | bool | None) -> None:
-    """Attach the fast decoder asked for; fast.py (and onednn.py) are imported only when that path could run."""
-    if getattr(model, "fast_note", None) == "onednn":  # packed by an earlier call: back to the plain layers
-        from . import onednn
-        onednn.unpack(model)
-    model.fast_decoder, model.fast_note = None, "eager"
+def set_fast(model, fast: str | bool | None) -> DecodePath:
+    """The decode path asked for, made ready for ``model`` (its layers packed for oneDNN, or a fast decoder built);
+    ``CodeGen`` holds it and hands it to generation. fast.py (and onednn.py) are imported only when that path could
+    run. Layers packed by an earlier call go back to plain ones first."""
+    if "convsynth.onednn" in sys.modules:  # nothing can be packed before onednn.py was imported
+        sys.modules["convsynth.onednn"].unpack(model)
     if fast == "onednn" or (fast in ("auto", True) and model.device.type == "cpu"):
         # CPU: oneDNN-packed weights for the ordinary forward (decode and prefill alike). "auto" takes it quietly
         # when it can run and the packed copy fits easily; asked for by name, it warns when it cannot run.
@@ -157,13 +164,9 @@ def set_fast(model, fast: str | bool | None) -> None:
         if fast != "onednn":
             why = onednn.unavailable(model) or onednn.no_room(model)
             if why:
-                model.fast_note = f"eager (auto: {why})"
-                return
-        model.fast_note = onednn.pack(model, auto=fast != "onednn")
-        return
+                return DecodePath("eager", f"auto: {why}")
+        return onednn.pack(model, auto=fast != "onednn")
     if fast in (False, None, "eager") or (fast in ("auto", True) and model.device.type != "cuda"):
-        return
+        return DecodePath()
     from . import fast as fast_mod
-    dec = fast_mod.attach(model, fast)
-    if model.fast_decoder is None:  # asked for a path that cannot run here: decode_path keeps the reason
-        model.fast_note = dec.describe()
+    return fast_mod.attach(model, fast)

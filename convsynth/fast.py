@@ -200,12 +200,15 @@ class FastDecoder:
         return graph, s_tok, s_pos, out
 
 
-def attach(model, mode: str | bool | None = "auto") -> FastDecoder | None:
-    """Give ``model`` a fast decoder (``model.fast_decoder``), or remove it with mode False/None/"eager"."""
+def attach(model, mode: str | bool | None = "auto"):
+    """The decode path (``generate.DecodePath``) for ``model`` in ``mode``: a fast decoder, or eager with the
+    reason when the mode cannot run here (False/None/"eager": plain eager)."""
+    from .generate import DecodePath
     if mode in (False, None):
         mode = "eager"
     if mode is True:
         mode = "auto"
     dec = FastDecoder(model, mode)
-    model.fast_decoder = dec if dec.path != "eager" else None
-    return dec
+    if dec.path == "eager":
+        return DecodePath("eager", f"asked for {dec.requested}: {dec.reason}" if dec.reason else "")
+    return DecodePath(dec.path, decoder=dec)

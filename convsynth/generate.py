@@ -100,23 +100,49 @@ def sample(logits: torch.Tensor, s: Sampling, seen: torch.Tensor | None, gen: to
     return torch.multinomial(probs, 1, generator=gen).squeeze(1)
 
 
+@dataclass
+class DecodePath:
+    """How a model's one-token decode steps run. ``CodeGen.decode`` holds one and passes it to generation.
+
+    ``path``: 'eager', 'onednn' (the model's layers are oneDNN-packed, see onednn.py: the eager step runs on them),
+    'cuda_graphs' or 'compile'; ``reason``: why it is not the path that was asked for ('' when it is, else
+    "auto: ..." or "asked for X: ..."); ``decoder``: the fast.FastDecoder whose ``step`` replaces the eager step
+    (CUDA graphs, compile), None otherwise. Verbs: ``step`` and ``describe``."""
+    path: str = "eager"
+    reason: str = ""
+    decoder: object | None = None
+
+    def step(self, model, tok: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """tok (B,) at position cache.length -> logits (B, V); the cache advances by one. A fast decoder's result
+        may be a static buffer that the next step overwrites."""
+        if self.decoder is not None:
+            return self.decoder.step(tok, cache)
+        return model(tok[:, None], cache, last_only=True)[:, -1]
+
+    def describe(self) -> str:
+        """What ``CodeGen.decode_path`` says: the path, and in brackets why not the one asked for (a fast decoder
+        that fell back says so itself)."""
+        if self.decoder is not None:
+            return self.decoder.describe()
+        return self.path + (f" ({self.reason})" if self.reason else "")
+
+
+EAGER = DecodePath()
+
+
 @torch.inference_mode()
 def decode_tokens(model, cache: KVCache, prompt: torch.Tensor, s: Sampling, gen: torch.Generator | None,
-                  seen: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+                  seen: torch.Tensor | None = None, *, decode: DecodePath = EAGER) -> Iterator[torch.Tensor]:
     """Prefill ``prompt`` (B, T) into ``cache``, then yield (B,) token ids forever; the caller stops it.
-    After k tokens were yielded, the cache holds the prompt and the first k-1 of them. One-token steps go through
-    ``model.fast_decoder`` (CUDA graphs / compiled, see fast.py) when one is attached."""
-    fast = getattr(model, "fast_decoder", None)
+    After k tokens were yielded, the cache holds the prompt and the first k-1 of them. One-token steps run along
+    ``decode`` (CUDA graphs / compiled, see fast.py, when it holds a fast decoder)."""
     logits = model(prompt, cache, last_only=True)[:, -1]                   # (B, V)
     while True:
         tok = sample(logits, s, seen, gen)                                  # (B,)
         if seen is not None:
             seen[torch.arange(tok.shape[0], device=tok.device), tok] = True
         yield tok
-        if fast is not None:
-            logits = fast.step(tok, cache)                                  # (B, V), a static buffer
-        else:
-            logits = model(tok[:, None], cache, last_only=True)[:, -1]
+        logits = decode.step(model, tok, cache)                             # (B, V), maybe a static buffer
 
 
 @dataclass
@@ -223,10 +249,12 @@ def locked_steps(gen: Iterator, lock) -> Iterator:
 
 def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sampling, stop: StopRule | None,
                     *, num_samples: int = 1, cancel: threading.Event | None = None,
-                    context_ids: list[int] | None = None) -> Iterator[tuple[int, str]]:
+                    context_ids: list[int] | None = None,
+                    decode: DecodePath = EAGER) -> Iterator[tuple[int, str]]:
     """Prefill ``new_ids`` after what ``cache`` holds, then sample. Yields (sample index, text piece) and returns
     a Completion. With several samples, the prompt is prefilled once and the cache is expanded to a batch.
-    ``context_ids`` (the cached ids plus new_ids) feed the repetition penalty."""
+    ``context_ids`` (the cached ids plus new_ids) feed the repetition penalty. ``decode``: how one-token steps
+    run (the model's ``CodeGen.decode``; default: eager)."""
     n_pos = model.config.n_positions
     cached = cache.length
     room = n_pos - cached - len(new_ids)
@@ -257,7 +285,7 @@ def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sam
     eos = tokenizer.eos_token_id
     steps, ttft, t_first = 0, 0.0, 0.0
     raw: list[list[int]] = [[] for _ in range(num_samples)]
-    tokens = decode_tokens(model, cache, prompt, s, gen, seen)
+    tokens = decode_tokens(model, cache, prompt, s, gen, seen, decode=decode)
     try:
         for step in range(max_new):
             if cancel is not None and cancel.is_set():

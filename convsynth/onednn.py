@@ -124,10 +124,11 @@ def unpack_linear(m: PackedLinear) -> nn.Linear:
     return m
 
 
-def pack(model, *, auto: bool = False) -> str:
-    """Pack every ``nn.Linear`` of ``model`` for oneDNN and route its forward through the packed copy. Returns
-    the decode path that now runs: 'onednn', or 'eager (asked for onednn: <why not>)' after a warning (with
-    ``auto``, chosen rather than asked for: 'eager (auto: <why not>)', quietly)."""
+def pack(model, *, auto: bool = False):
+    """Pack every ``nn.Linear`` of ``model`` for oneDNN (each becomes a PackedLinear). Returns the decode path
+    (``generate.DecodePath``) that now runs: 'onednn', or eager with the reason 'asked for onednn: <why not>'
+    after a warning (with ``auto``, chosen rather than asked for: 'auto: <why not>', quietly)."""
+    from .generate import DecodePath
     why = unavailable(model)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not why:
@@ -137,14 +138,14 @@ def pack(model, *, auto: bool = False) -> str:
             # that a later PyTorch renamed...: any failure means the plain path
             why = f"oneDNN could not pack the weights ({describe(err)})"
     if why and auto:
-        return f"eager (auto: {why})"
+        return DecodePath("eager", f"auto: {why}")
     if why:
         warnings.warn(f"convsynth fast decode: {why}; decoding runs on the eager path.", RuntimeWarning,
                       stacklevel=3)
-        return f"eager (asked for onednn: {why})"
+        return DecodePath("eager", f"asked for onednn: {why}")
     for m, w in zip(linears, packed):
         pack_linear(m, w)
-    return "onednn"
+    return DecodePath("onednn")
 
 
 def unpack(model) -> None:

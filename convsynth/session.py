@@ -188,7 +188,7 @@ class Session:
             else:
                 gen = locked_steps(iter_generation(self.model.model, self.model.tokenizer, self.prefix.cache,
                                                    ids[keep:], s, self._stop_rule, cancel=self._cancel,
-                                                   context_ids=ids),
+                                                   context_ids=ids, decode=self.model.decode),
                                    self.model.lock)
             try:
                 while True:
