@@ -247,6 +247,38 @@ def locked_steps(gen: Iterator, lock) -> Iterator:
         gen.close()  # no model work (the token loop just stops), so no lock: this may run inside the collector
 
 
+def _start(model, cache: KVCache, new_ids: list[int], num_samples: int, max_new: int):
+    """The cache and the prompt tensor the token loop starts from, room reserved for ``max_new`` tokens. Several
+    samples share one prefill: all but the last id run with batch 1, then the cache is expanded to the batch."""
+    device = model.device
+    if num_samples > 1:
+        with torch.inference_mode():
+            if len(new_ids) > 1:
+                model(torch.tensor([new_ids[:-1]], device=device), cache, last_only=True)
+        cache = cache.expand(num_samples, capacity=cache.length + 1 + max_new)
+        return cache, torch.tensor([new_ids[-1:]] * num_samples, device=device)
+    cache.reserve(cache.length + len(new_ids) + max_new)
+    return cache, torch.tensor([new_ids], device=device)
+
+
+def _seen(model, s: Sampling, num_samples: int, context_ids: list[int]) -> torch.Tensor | None:
+    """The repetition penalty's record of the ids seen so far, one row a sample (None when it is off)."""
+    if s.repetition_penalty == 1.0:
+        return None
+    seen = torch.zeros(num_samples, model.config.vocab_size, dtype=torch.bool, device=model.device)
+    seen[:, torch.tensor(context_ids, device=model.device)] = True
+    return seen
+
+
+def _take(token: int, eos: int | None, detok: "_Detok") -> tuple[str | None, str]:
+    """One sampled token for a sample still going: (why it ended now, or None: 'eos' or 'stop'; the text it
+    adds)."""
+    if token == eos:
+        return "eos", ""
+    piece = detok.push(token)
+    return ("stop" if detok.cut is not None else None), piece
+
+
 def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sampling, stop: StopRule | None,
                     *, num_samples: int = 1, cancel: threading.Event | None = None,
                     context_ids: list[int] | None = None,
@@ -262,24 +294,12 @@ def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sam
         raise ContextWindowError(f"{cached + len(new_ids)} tokens do not leave room for a new token in the "
                                  f"context window of {n_pos}.")
     max_new = min(s.max_new_tokens, room)
-    device = model.device
     gen = None
     if s.seed is not None and not s.greedy:
-        gen = torch.Generator(device=device).manual_seed(s.seed)
+        gen = torch.Generator(device=model.device).manual_seed(s.seed)
     t0 = time.perf_counter()
-    if num_samples > 1:  # prefill once with batch 1, then share the prefix between samples
-        with torch.inference_mode():
-            if len(new_ids) > 1:
-                model(torch.tensor([new_ids[:-1]], device=device), cache, last_only=True)
-        cache = cache.expand(num_samples, capacity=cache.length + 1 + max_new)
-        prompt = torch.tensor([new_ids[-1:]] * num_samples, device=device)
-    else:
-        cache.reserve(cached + len(new_ids) + max_new)
-        prompt = torch.tensor([new_ids], device=device)
-    seen = None
-    if s.repetition_penalty != 1.0:
-        seen = torch.zeros(num_samples, model.config.vocab_size, dtype=torch.bool, device=device)
-        seen[:, torch.tensor(context_ids or new_ids, device=device)] = True
+    cache, prompt = _start(model, cache, new_ids, num_samples, max_new)
+    seen = _seen(model, s, num_samples, context_ids or new_ids)
     detoks = [_Detok(tokenizer, stop) for _ in range(num_samples)]
     reasons: list[str | None] = [None] * num_samples
     eos = tokenizer.eos_token_id
@@ -298,16 +318,10 @@ def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sam
                 ttft = t_first - t0
             for i, t in enumerate(ids):
                 raw[i].append(t)
-                if reasons[i]:
-                    continue
-                if t == eos:
-                    reasons[i] = "eos"
-                    continue
-                piece = detoks[i].push(t)
-                if detoks[i].cut is not None:
-                    reasons[i] = "stop"
-                if piece:
-                    yield i, piece
+                if not reasons[i]:
+                    reasons[i], piece = _take(t, eos, detoks[i])
+                    if piece:
+                        yield i, piece
             if all(reasons):
                 break
     finally:

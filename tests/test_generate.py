@@ -217,3 +217,17 @@ def test_sampling_is_defined_once_and_every_entry_point_takes_it(tiny):
     with pytest.raises(SamplingError, match="must be a convsynth Sampling"):
         cg.complete("x", sampling={"temperature": 0})
     s.close()
+
+
+def test_why_a_sample_ended_is_decided_token_by_token(tiny):
+    from convsynth.generate import _Detok, _take
+    tok = tiny[0].tokenizer
+    d = _Detok(tok, make_stop("codegen"))
+    assert _take(tok.eos_token_id, tok.eos_token_id, d) == ("eos", "")
+    ids = tok.encode("x = 1\n\n\n# next step")
+    reasons = []
+    for t in ids:  # as the token loop does: a sample that ended takes no more tokens
+        reasons.append(_take(t, tok.eos_token_id, d)[0])
+        if reasons[-1]:
+            break
+    assert reasons[-1] == "stop" and not any(reasons[:-1]) and len(reasons) < len(ids) and d.text == "x = 1"
