@@ -12,7 +12,7 @@ import torch
 from . import checkpoint
 from .config import CodeGenConfig
 from .errors import CheckpointError
-from .generate import Completion, DecodePath, Sampling, check_prompt, iter_generation, locked_steps
+from .generate import Completion, DecodePath, Run, Sampling, check_prompt, iter_generation, locked_steps
 from .stops import StopSpec, make_stop
 
 
@@ -83,12 +83,10 @@ class CodeGen:
         """Like ``complete`` but returns the full Completion record (texts, token ids, finish reasons, timings)."""
         s = Sampling.of(sampling, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                         repetition_penalty=repetition_penalty, seed=seed)
-        gen = self._iter(prompt, s, stop, num_samples, truncate_prompt)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as done:
-                return done.value
+        run = Run(self._iter(prompt, s, stop, num_samples, truncate_prompt))
+        for _ in run:
+            pass
+        return run.result
 
     def complete(self, prompt: str, max_new_tokens: int | None = None, temperature: float | None = None,
                  top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,

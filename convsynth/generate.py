@@ -230,6 +230,29 @@ def check_prompt(n_prompt: int, n_positions: int) -> None:
                                  "truncate_prompt=True to keep only its last tokens.")
 
 
+class Run:
+    """A generator being consumed, and what it returned: iterate it for its items; once it is exhausted, ``result``
+    holds its return value (a Completion; a Turn for ``Session.ask_stream``), so callers read an attribute instead
+    of catching ``StopIteration.value``. ``close()`` ends it early (``result`` stays None)."""
+
+    def __init__(self, gen: Iterator):
+        self._gen = gen
+        self.result = None
+
+    def __iter__(self) -> "Run":
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._gen)
+        except StopIteration as end:
+            self.result = end.value
+            raise StopIteration from None
+
+    def close(self) -> None:
+        self._gen.close()
+
+
 def locked_steps(gen: Iterator, lock) -> Iterator:
     """``gen`` with ``lock`` held around each step and released at every yield, so that nothing waits on the lock
     while a consumer holds the generator: a callback (``on_text``), a second generation in the same thread

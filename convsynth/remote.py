@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .errors import RemoteError
-from .generate import Completion, Sampling, _stable_end, check_prompt
+from .generate import Completion, Run, Sampling, _stable_end, check_prompt
 from .stops import StopSpec, make_stop, per_sample
 
 RETRY_STATUS = {429, 502, 503, 504}  # busy or restarting: worth another try; other 4xx/5xx are refusals
@@ -121,11 +121,10 @@ class RemoteCodeGen:
 
     @staticmethod
     def _drain(gen):
-        while True:
-            try:
-                next(gen)
-            except StopIteration as done:
-                return done.value
+        run = Run(gen)
+        for _ in run:
+            pass
+        return run.result
 
     # ---- what Session calls --------------------------------------------------------------------------------
     def session_turn(self, session, prompt: str, n_prompt: int, s: Sampling, stop, cancel: threading.Event):

@@ -92,7 +92,7 @@ class Engine:
         return entry
 
     def complete(self, ids, s, stop: list[str], user: str, cancel: threading.Event):
-        from .generate import Sampling, iter_generation, locked_steps
+        from .generate import Run, Sampling, iter_generation, locked_steps
         with self.lock:  # this engine's caches, one request at a time; the model lock is taken per decode step
             self.generating, self.requests = True, self.requests + 1
             try:
@@ -101,18 +101,12 @@ class Engine:
                 s = Sampling(**{**s.to_dict(), "max_new_tokens": min(s.max_new_tokens,
                                                                      self.cg.config.n_positions - len(ids))})
                 yield None, {"finish_reason": None, "cached_tokens": keep}  # known now: continuous usage says it
-                gen = locked_steps(iter_generation(self.cg.model, self.cg.tokenizer, prefix.cache, ids[keep:], s, None,
-                                                   cancel=cancel, context_ids=ids, decode=self.cg.decode),
-                                   self.cg.lock)
+                gen = Run(locked_steps(iter_generation(self.cg.model, self.cg.tokenizer, prefix.cache, ids[keep:], s,
+                                                       None, cancel=cancel, context_ids=ids, decode=self.cg.decode),
+                                       self.cg.lock))
                 text, emitted, hold, stopped = "", 0, max((len(x) for x in stop), default=1) - 1, False
-                comp = None
                 try:
-                    while True:
-                        try:
-                            _, piece = next(gen)
-                        except StopIteration as done:
-                            comp = done.value
-                            break
+                    for _, piece in gen:
                         text += piece
                         hit = min((i for i in (text.find(x) for x in stop) if i >= 0), default=-1)
                         if hit >= 0:  # OpenAI semantics: the text ends before the stop string
@@ -125,6 +119,7 @@ class Engine:
                             emitted = safe
                 finally:
                     gen.close()
+                    comp = gen.result  # None when it did not finish
                     # As in Session: the cache holds the prompt and every sampled token but the last.
                     prefix.record(ids + (comp.raw_ids[0] if comp is not None else []))
                 if len(text) > emitted:

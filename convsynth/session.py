@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 from .cache import PrefixCache, common_prefix  # noqa: F401 - common_prefix: its old home
 from .execution import MEMORY_LIMIT  # light: a kernel starts only when a step runs
 from .errors import ContextWindowError, SessionError, UsageError, describe
-from .generate import Sampling, iter_generation, locked_steps
+from .generate import Run, Sampling, iter_generation, locked_steps
 from .history import History, Snapshot
 from .session_io import FORMAT, write_atomic
 from .stops import StopSpec, make_stop
@@ -145,17 +145,14 @@ class Session:
             expect_output: str | None = None, check: str | None = None, **overrides) -> Turn:
         """Append ``# instruction``, generate the step's code and append it. ``on_text`` gets the code as it
         is decoded. ``overrides``: sampling settings for this turn only. Returns the Turn."""
-        gen = self.ask_stream(instruction, run=run, expect_output=expect_output, check=check, **overrides)
+        turn = Run(self.ask_stream(instruction, run=run, expect_output=expect_output, check=check, **overrides))
         try:
-            while True:
-                try:
-                    piece = next(gen)
-                except StopIteration as done:
-                    return done.value
+            for piece in turn:
                 if on_text is not None:
                     on_text(piece)
+            return turn.result
         finally:
-            gen.close()  # a callback that raised ends the turn now, not when its traceback is collected
+            turn.close()  # a callback that raised ends the turn now, not when its traceback is collected
 
     def ask_stream(self, instruction: str, *, run: bool | None = None, expect_output: str | None = None,
                    check: str | None = None, **overrides) -> Iterator[str]:
@@ -183,22 +180,19 @@ class Session:
         failed = True
         try:
             if remote:
-                gen = self.model.session_turn(self, self.text + comment_lines(instruction), len(ids), s,
-                                              self._stop_rule, self._cancel)  # pieces; no lock of ours inside
+                gen = Run(self.model.session_turn(self, self.text + comment_lines(instruction), len(ids), s,
+                                                  self._stop_rule, self._cancel))  # pieces; no lock of ours inside
             else:
-                gen = locked_steps(iter_generation(self.model.model, self.model.tokenizer, self.prefix.cache,
-                                                   ids[keep:], s, self._stop_rule, cancel=self._cancel,
-                                                   context_ids=ids, decode=self.model.decode),
-                                   self.model.lock)
+                gen = Run(locked_steps(iter_generation(self.model.model, self.model.tokenizer, self.prefix.cache,
+                                                       ids[keep:], s, self._stop_rule, cancel=self._cancel,
+                                                       context_ids=ids, decode=self.model.decode),
+                                       self.model.lock))
             try:
-                while True:
-                    self._turn_thread = threading.get_ident()
-                    try:
-                        item = next(gen)
-                    except StopIteration as done:
-                        comp = done.value
-                        break
+                self._turn_thread = threading.get_ident()
+                for item in gen:
                     yield item if remote else item[1]
+                    self._turn_thread = threading.get_ident()  # whoever advances it next
+                comp = gen.result
             except BaseException:
                 if not remote:
                     self.prefix.record(ids)  # what the cache holds of the prompt, if anything
