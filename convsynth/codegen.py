@@ -20,11 +20,11 @@ class CodeGen:
     """A loaded CodeGen model with its tokenizer. Build one with ``convsynth.load()``."""
 
     def __init__(self, model, tokenizer, *, name: str = "", path: Path | None = None,
-                 decode: DecodePath | None = None):
+                 decoding: DecodePath | None = None):
         self.model, self.tokenizer = model, tokenizer
         self.config: CodeGenConfig = model.config
         self.name, self.path = name, path
-        self.decode = decode if decode is not None else DecodePath()  # how decode steps run; generation gets it
+        self.decoding = decoding if decoding is not None else DecodePath()  # how decode steps run; passed on
         self.load_seconds = 0.0
         self.lock = threading.Lock()  # one generation at a time per model (caches are per caller)
 
@@ -36,12 +36,12 @@ class CodeGen:
     def decode_path(self) -> str:
         """Which decode step runs: 'eager', 'cuda_graphs', 'compile' or 'onednn' (with the reason when a fast
         path that was asked for could not run)."""
-        return self.decode.describe()
+        return self.decoding.describe()
 
     def set_fast(self, fast: str | bool | None) -> None:
         """Choose the decode path again (the ``fast`` argument of ``load``); ``decode_path`` says what runs."""
         with self.lock:
-            self.decode = set_fast(self.model, fast)
+            self.decoding = set_fast(self.model, fast)
 
     @property
     def dtype(self) -> str:
@@ -119,7 +119,7 @@ class CodeGen:
         ids = self._prompt_ids(prompt, truncate_prompt)
         cache = self.model.new_cache(batch=1)  # this call's own: only the model is shared, one step at a time
         return (yield from locked_steps(iter_generation(self.model, self.tokenizer, cache, ids, s, stop,
-                                                        num_samples=num_samples, decode=self.decode), self.lock))
+                                                        num_samples=num_samples, decode=self.decoding), self.lock))
 
 
 def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
@@ -136,7 +136,7 @@ def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype:
     config = checkpoint.read_config(directory)
     dev = checkpoint.parse_device(device)
     model = checkpoint.load_weights(directory, config, device=dev, dtype=checkpoint.parse_dtype(dtype, dev))
-    decode = set_fast(model, fast)
+    decoding = set_fast(model, fast)
     tokenizer = CodeGenTokenizer.from_pretrained(directory)
     if len(tokenizer) > config.vocab_size and tokenizer.source != str(PACKAGED_TOKENIZER):
         # The checkpoint ships this tokenizer: its ids past the embedding rows would crash at the first prompt.
@@ -144,7 +144,7 @@ def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype:
                               f"{config.vocab_size} embedding rows (vocab_size): they do not belong together. "
                               "Use the tokenizer files that came with these weights.")
     name = str(name_or_path) if name_or_path is not None else "convsynth-tiny"
-    cg = CodeGen(model, tokenizer, name=name, path=directory, decode=decode)
+    cg = CodeGen(model, tokenizer, name=name, path=directory, decoding=decoding)
     cg.load_seconds = time.perf_counter() - t0
     return cg
 

@@ -102,7 +102,7 @@ def sample(logits: torch.Tensor, s: Sampling, seen: torch.Tensor | None, gen: to
 
 @dataclass
 class DecodePath:
-    """How a model's one-token decode steps run. ``CodeGen.decode`` holds one and passes it to generation.
+    """How a model's one-token decode steps run. ``CodeGen.decoding`` holds one and passes it to generation.
 
     ``path``: 'eager', 'onednn' (the model's layers are oneDNN-packed, see onednn.py: the eager step runs on them),
     'cuda_graphs' or 'compile'; ``reason``: why it is not the path that was asked for ('' when it is, else
@@ -309,7 +309,7 @@ def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sam
     """Prefill ``new_ids`` after what ``cache`` holds, then sample. Yields (sample index, text piece) and returns
     a Completion. With several samples, the prompt is prefilled once and the cache is expanded to a batch.
     ``context_ids`` (the cached ids plus new_ids) feed the repetition penalty. ``decode``: how one-token steps
-    run (the model's ``CodeGen.decode``; default: eager)."""
+    run (the model's ``CodeGen.decoding``; default: eager)."""
     n_pos = model.config.n_positions
     cached = cache.length
     room = n_pos - cached - len(new_ids)

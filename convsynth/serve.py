@@ -102,7 +102,7 @@ class Engine:
                                                                      self.cg.config.n_positions - len(ids))})
                 yield None, {"finish_reason": None, "cached_tokens": keep}  # known now: continuous usage says it
                 gen = Run(locked_steps(iter_generation(self.cg.model, self.cg.tokenizer, prefix.cache, ids[keep:], s,
-                                                       None, cancel=cancel, context_ids=ids, decode=self.cg.decode),
+                                                       None, cancel=cancel, context_ids=ids, decode=self.cg.decoding),
                                        self.cg.lock))
                 text, emitted, hold, stopped = "", 0, max((len(x) for x in stop), default=1) - 1, False
                 try:

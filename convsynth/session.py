@@ -185,7 +185,7 @@ class Session:
             else:
                 gen = Run(locked_steps(iter_generation(self.model.model, self.model.tokenizer, self.prefix.cache,
                                                        ids[keep:], s, self._stop_rule, cancel=self._cancel,
-                                                       context_ids=ids, decode=self.model.decode),
+                                                       context_ids=ids, decode=self.model.decoding),
                                        self.model.lock))
             try:
                 self._turn_thread = threading.get_ident()

@@ -79,7 +79,7 @@ def forced_cuda_graphs(checkpoints, n: int):
     cg = convsynth.load(directory)
     dec = fast.FastDecoder(cg.model, "eager")
     dec.path = "cuda_graphs"
-    cg.decode = convsynth.generate.DecodePath("cuda_graphs", decoder=dec)
+    cg.decoding = convsynth.generate.DecodePath("cuda_graphs", decoder=dec)
     return cg, dec, want
 
 
@@ -247,5 +247,5 @@ def test_compiled_step_generates_what_eager_does(checkpoints):
 def test_cuda_graph_steps_equal_eager_steps_on_gpu(checkpoints, dtype):
     cg = convsynth.load(checkpoints("heads16")[0], device="cuda", dtype=dtype)
     assert cg.decode_path == "cuda_graphs"
-    _compare_steps(cg.model, cg.decode.decoder.step, 2e-2)
+    _compare_steps(cg.model, cg.decoding.decoder.step, 2e-2)
     assert cg.decode_path == "cuda_graphs"  # no fallback happened on the way
