@@ -12,6 +12,7 @@ from .errors import ConvsynthError, SessionError
 from .execution import MEMORY_LIMIT
 from .generate import Sampling
 from .stops import make_stop
+from .outputs import to_outputs
 from .turns import Turn, TurnStats
 
 FORMAT = "convsynth-session"  # the "format" of a saved session's JSON
@@ -159,24 +160,6 @@ def load(cls, path, model, *, stop=None):
     return session
 
 
-def _outputs(result) -> list[dict]:
-    """An ExecutionResult as nbformat v4 outputs."""
-    if result is None:
-        return []
-    out = []
-    for name in ("stdout", "stderr"):
-        text = getattr(result, name)
-        if text:
-            out.append({"output_type": "stream", "name": name, "text": text})
-    for bundle in result.outputs:
-        out.append({"output_type": "display_data", "data": bundle, "metadata": {}})
-    if result.error:
-        ename, _, evalue = result.error.partition(": ")
-        out.append({"output_type": "error", "ename": ename, "evalue": evalue,
-                    "traceback": (result.traceback or result.error).splitlines()})
-    return out
-
-
 def _cell(kind: str, source: str, outputs=None) -> dict:
     cell = {"cell_type": kind, "metadata": {}, "source": source.splitlines(keepends=True)}
     if kind == "code":
@@ -189,11 +172,11 @@ def write_notebook(session, path) -> Path:
     cells = [_cell("markdown", f"# A program built turn by turn\n\nModel: `{session.model.name}`. Each markdown "
                                "cell is an instruction; the code cell under it is what the model wrote.")]
     if session.preamble.strip():
-        cells.append(_cell("code", session.preamble.strip("\n"), _outputs(session.preamble_result)))
+        cells.append(_cell("code", session.preamble.strip("\n"), to_outputs(session.preamble_result, drop=())))
     for i, turn in enumerate(session.dropped + session.turns, 1):
         if turn.instruction is not None:
             cells.append(_cell("markdown", f"**Step {i}.** {turn.instruction}"))
-        cells.append(_cell("code", turn.code.strip("\n"), _outputs(turn.result)))
+        cells.append(_cell("code", turn.code.strip("\n"), to_outputs(turn.result, drop=())))
     nb = {"cells": cells, "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
                                                       "name": "python3"},
                                        "language_info": {"name": "python"}},
