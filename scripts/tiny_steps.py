@@ -20,6 +20,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import io
+import itertools
 import json
 import keyword
 import random
@@ -29,8 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-GENERATOR_VERSION = 3
-PREAMBLE = "# Import libraries.\n\nimport numpy as np\n\n"
+from convsynth.turns import MTPB_PREAMBLE
+
+GENERATOR_VERSION = 4
+PREAMBLE = MTPB_PREAMBLE  # the layout a Session writes
 
 NOUNS = ("numbers nums values data items scores counts prices ages temps grades points marks totals sizes weights "
          "heights lengths amounts costs readings samples results ratings speeds votes xs ys digits primes odds "
@@ -61,10 +64,11 @@ def _open_vocabulary() -> tuple[list[str], list[str]]:
     vocab = json.loads((Path(__file__).resolve().parents[1] / "convsynth" / "models" / "convsynth-tiny" /
                         "tokenizer.json").read_text())["model"]["vocab"]
     taken = set(dir(builtins)) | set(keyword.kwlist) | {"np", "numpy", "self", "cls"}
-    lower = sorted(t[1:] for t in vocab if t[:1] == "\u0120" and t[1:].isascii() and t[1:].isalpha()
-                   and t[1:].islower() and 3 <= len(t) - 1 <= 10 and t[1:] not in taken)
-    upper = sorted(t[1:] for t in vocab if t[:1] == "\u0120" and t[1:].isascii() and t[1:].isalpha()
-                   and t[1].isupper() and t[2:].islower() and 3 <= len(t) - 1 <= 10)
+    # Sorted by token id: BPE merges come in order of frequency, so a low id is a common word (v4 draws by it).
+    words = sorted((t[1:] for t in vocab if t[:1] == "\u0120" and t[1:].isascii() and t[1:].isalpha()
+                    and 3 <= len(t) - 1 <= 10), key=lambda w: vocab["\u0120" + w])
+    lower = [w for w in words if w.islower() and w not in taken]
+    upper = [w for w in words if w[0].isupper() and w[1:].islower()]
     return lower, upper
 
 
@@ -72,19 +76,41 @@ OPEN_LOWER, OPEN_UPPER = _open_vocabulary()
 OPEN_P = 0.45  # how often a name or a string word comes from the open vocabulary rather than the lists above
 
 
+def _zipf(words: list[str], s: float = 0.8) -> list[float]:
+    """Cumulative weights for drawing words by rank: v3 drew uniformly from ~17k words, so each was seen about five
+    times and the model learnt to spell none of them (a name in an instruction is one token, " lantern"; in code
+    it is others, "lan" "tern"). v4 draws common words far more often (weights (rank + 50)**-0.8: the top 2,000
+    take half the draws) so the mapping is learnt for the words people use as names, and rare ones still appear."""
+    return list(itertools.accumulate((r + 50) ** -s for r in range(len(words))))
+
+
+_CUM_LOWER, _CUM_UPPER = _zipf(OPEN_LOWER), _zipf(OPEN_UPPER)
+
+
+def _open_lower(rng) -> str:
+    return rng.choices(OPEN_LOWER, cum_weights=_CUM_LOWER)[0]
+
+
+def pseudo_word(rng) -> str:
+    """A pronounceable non-word ("vobek"): a string literal made of these can only be copied token by token, the
+    skill v3's model lacked (it wrote 'bananaApril' for 'banana bandana': the first word copied, the rest made up)."""
+    cons, vow = "bcdfghjklmnprstvwz", "aeiou"
+    return "".join(rng.choice(cons) + rng.choice(vow) for _ in range(rng.randint(1, 3))) + rng.choice(["", "", cons])
+
+
 def open_name(rng) -> str:
     """A variable name made of open-vocabulary words (lantern, lantern_count, harbor2)."""
-    w = rng.choice(OPEN_LOWER)
+    w = _open_lower(rng)
     r = rng.random()
     if r < 0.15:
-        return f"{w}_{rng.choice(OPEN_LOWER)}"
+        return f"{w}_{_open_lower(rng)}"
     if r < 0.22:
         return f"{w}{rng.randint(1, 9)}"
     return w
 
 
 def open_word(rng) -> str:
-    return rng.choice(OPEN_UPPER) if rng.random() < 0.25 else rng.choice(OPEN_LOWER)
+    return rng.choices(OPEN_UPPER, cum_weights=_CUM_UPPER)[0] if rng.random() < 0.25 else _open_lower(rng)
 
 
 def some_words(rng, k: int, pool: list[str]) -> list[str]:
@@ -174,13 +200,18 @@ def lit_float(rng) -> float:
 
 
 def lit_word(rng, cap_ok: bool = True) -> str:
+    if rng.random() < PSEUDO_P:
+        return pseudo_word(rng)
     if rng.random() < OPEN_P:
-        return open_word(rng) if cap_ok else rng.choice(OPEN_LOWER)
+        return open_word(rng) if cap_ok else _open_lower(rng)
     return rng.choice(WORDS + CITIES + PEOPLE if cap_ok else WORDS)
 
 
+PSEUDO_P = 0.15  # string words that are non-words (v4)
+
+
 def lit_str(rng) -> str:
-    n = rng.choice([1, 1, 2, 2, 3, 4])
+    n = rng.choice([1, 1, 2, 2, 3, 3, 4, 5])
     s = " ".join(lit_word(rng) for _ in range(n))
     r = rng.random()
     if r < 0.15:
