@@ -15,7 +15,9 @@ import sysconfig
 import textwrap
 from pathlib import Path
 
-PREAMBLE = "# Import libraries.\n\nimport numpy as np\n\n"
+from convsynth.turns import MTPB_PREAMBLE
+
+PREAMBLE = MTPB_PREAMBLE  # the layout a Session writes
 
 # Installed distributions we read, by import-package directory. Each one's licence metadata is checked at run
 # time against PERMISSIVE; one that does not match is skipped (and reported).

@@ -6,7 +6,9 @@ tasks, so treat the function prompts as "in distribution" for a toy, not as a be
 """
 from __future__ import annotations
 
-PREAMBLE = "# Import libraries.\n\nimport numpy as np\n\n"
+from convsynth.turns import MTPB_PREAMBLE
+
+PREAMBLE = MTPB_PREAMBLE  # the layout a Session writes
 
 # (name, prompt). Function prompts: a signature with a docstring (or a bare signature).
 FUNCTIONS = [

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import random
 
-PREAMBLE = "# Import libraries.\n\nimport numpy as np\n\n"
+from convsynth.turns import MTPB_PREAMBLE
+
+PREAMBLE = MTPB_PREAMBLE  # the layout a Session writes
 NAMES = ["data", "values", "items", "numbers", "nums", "scores", "counts", "result", "total", "words", "text",
          "my_list", "my_string", "my_dict", "x", "y", "z", "arr", "matrix", "names", "prices", "ages", "out",
          "a", "b", "n", "m", "k", "s", "lst", "seq", "points", "temps", "grades", "letters", "acc", "res"]
