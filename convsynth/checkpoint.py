@@ -166,6 +166,9 @@ def _torch_load(f: Path, mmap: bool):
 def load_weights(directory: Path, config: CodeGenConfig, *, device: torch.device, dtype: torch.dtype) -> CodeGenModel:
     """Build the model without allocating it, then place each checkpoint tensor (converted) into it."""
     files = _find_weights(directory)
+    if config.quantization == "int8":  # written by convert(quantize="int8"): int8 weights and their scales
+        from .quant import load_int8
+        return load_int8(files, config, device=device, dtype=dtype, directory=directory)
     with torch.device("meta"):
         model = CodeGenModel(config)
     expected = dict(model.named_parameters())
@@ -204,8 +207,12 @@ def read_config(directory: Path) -> CodeGenConfig:
     return CodeGenConfig.from_json(directory / "config.json")
 
 
-def convert(src: str | Path | None, dst: str | Path, *, dtype: str | None = None, revision: str | None = None) -> Path:
-    """Write ``src`` (any checkpoint load() reads) to ``dst`` as config.json + model.safetensors + tokenizer."""
+def convert(src: str | Path | None, dst: str | Path, *, dtype: str | None = None, revision: str | None = None,
+            quantize: str | None = None) -> Path:
+    """Write ``src`` (any checkpoint load() reads) to ``dst`` as config.json + model.safetensors + tokenizer.
+    ``quantize="int8"``: int8 weights with per-channel scales (quant.py), which load() reads directly."""
+    if quantize is not None:
+        return _convert_int8(src, dst, dtype=dtype, revision=revision, quantize=quantize)
     from safetensors.torch import save_file
     from .tokenizer import CodeGenTokenizer
     directory = resolve(src, revision)
@@ -219,6 +226,27 @@ def convert(src: str | Path | None, dst: str | Path, *, dtype: str | None = None
             continue
         tensors[name] = t.contiguous()
     save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    (dst / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    CodeGenTokenizer.from_pretrained(directory).save(dst)
+    return dst
+
+
+def _convert_int8(src, dst, *, dtype, revision, quantize) -> Path:
+    import dataclasses
+    from safetensors.torch import save_file
+    from . import quant
+    from .tokenizer import CodeGenTokenizer
+    quant.check_mode(quantize)
+    directory = resolve(src, revision)
+    config = read_config(directory)
+    cpu = torch.device("cpu")
+    model = load_weights(directory, config, device=cpu, dtype=parse_dtype(dtype or "float32", cpu))
+    if not quant.is_quantized(model):
+        quant.quantize(model)
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    save_file(quant.state_dict(model), str(dst / "model.safetensors"), metadata={"format": "pt"})
+    config = dataclasses.replace(config, quantization="int8")
     (dst / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     CodeGenTokenizer.from_pretrained(directory).save(dst)
     return dst

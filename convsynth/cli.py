@@ -11,6 +11,11 @@ def _sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--fast", default="auto", choices=["auto", "cuda_graphs", "compile", "onednn", "eager"],
                    help="decode step: auto = CUDA graphs on a GPU, oneDNN-packed weights on a CPU (when they fit)")
+    p.add_argument("--quantize", default=None, choices=["int8"], help="int8 weights (made at load time)")
+    p.add_argument("--speculate", default="auto", choices=["auto", "on", "off"],
+                   help="speculative decoding: auto = greedy decoding, paused while it does not pay")
+    p.add_argument("--draft", default=None,
+                   help="draft model for speculation ('packaged' or a checkpoint; default: prompt lookup)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.2, help="0 means greedy")
     p.add_argument("--top-p", type=float, default=0.95)
@@ -24,6 +29,17 @@ def _sampling(args) -> dict:
                 top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
 
 
+def _load(args):
+    """The model the flags ask for (weights, decode path, speculation and its draft)."""
+    import convsynth
+    draft = None
+    if args.draft:
+        draft = convsynth.load(None if args.draft == "packaged" else args.draft, device=args.device,
+                               dtype=args.dtype, fast=args.fast)
+    return convsynth.load(args.model, device=args.device, dtype=args.dtype, fast=args.fast, quantize=args.quantize,
+                          speculate=args.speculate, draft=draft)
+
+
 def cmd_complete(args) -> int:
     import convsynth
     from .stops import make_stop
@@ -31,7 +47,7 @@ def cmd_complete(args) -> int:
     if stop and len(stop) == 1 and stop[0] == "codegen":
         stop = "codegen"
     make_stop(stop)  # a bad pattern is reported before the model loads
-    cg = convsynth.load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
+    cg = _load(args)
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
     for piece in cg.stream(args.prompt, stop=stop, **_sampling(args)):
@@ -53,7 +69,7 @@ def cmd_demo(args) -> int:
     """The main job: a multi-turn session on a model, each step generated, run in the sandbox and shown."""
     import convsynth
     print(f"Loading {'the packaged model' if args.model is None else args.model} ...", flush=True)
-    cg = convsynth.load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
+    cg = _load(args)
     print(repr(cg), flush=True)
     kw = _sampling(args)
     with convsynth.Session(cg, **kw) as session:
@@ -64,7 +80,8 @@ def cmd_demo(args) -> int:
             result = session.run()[-1] if session.turns else None
             st = turn.stats
             print(f"--- {st.prefill_tokens} new prompt tokens, {st.cached_tokens} from the cache, "
-                  f"first token after {st.time_to_first_token * 1000:.0f} ms, {st.decode_tokens_per_s:.0f} tok/s")
+                  f"first token after {st.time_to_first_token * 1000:.0f} ms, {st.decode_tokens_per_s:.0f} tok/s"
+                  + (f", {st.acceptance_rate:.0%} of drafted tokens kept" if st.acceptance_rate is not None else ""))
             if result is not None:
                 print(f"--- ran: {result.status}" + (f" ({result.note})" if result.note else ""))
                 for stream in (result.stdout, result.stderr):
@@ -84,7 +101,7 @@ def cmd_demo(args) -> int:
 
 def cmd_convert(args) -> int:
     from .checkpoint import convert
-    out = convert(args.src, args.dst, dtype=args.dtype, revision=args.revision)
+    out = convert(args.src, args.dst, dtype=args.dtype, revision=args.revision, quantize=args.quantize)
     print(f"wrote {out}")
     return 0
 
@@ -141,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst")
     p.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: keep)")
     p.add_argument("--revision", default=None)
+    p.add_argument("--quantize", default=None, choices=["int8"],
+                   help="write int8 weights with per-channel scales (convsynth.load reads them directly)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("export", help="write a checkpoint for serving engines: gptj (vLLM, SGLang, TGI) or codegen")

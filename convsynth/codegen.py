@@ -23,6 +23,8 @@ class CodeGen:
         self.name, self.path = name, path
         self.load_seconds = 0.0
         self.lock = threading.Lock()  # one generation at a time per model (caches are per caller)
+        self.speculate = "auto"   # speculative decoding: 'auto' (greedy, when it pays), 'on' or 'off'
+        self.drafter = None       # set_draft(): a draft model's drafter; None drafts by prompt lookup
 
     @property
     def device(self) -> str:
@@ -36,6 +38,11 @@ class CodeGen:
         return fast.describe() if fast is not None else getattr(self.model, "fast_note", "eager")
 
     @property
+    def quantization(self) -> str | None:
+        """'int8 (<kernel>)' when the weights are int8 (quant.py), else None."""
+        return getattr(self.model, "int8_note", None)
+
+    @property
     def dtype(self) -> str:
         return str(self.model.dtype).replace("torch.", "")
 
@@ -43,6 +50,14 @@ class CodeGen:
         c = self.config
         return (f"CodeGen({self.name!r}, n_layer={c.n_layer}, n_embd={c.n_embd}, params="
                 f"{self.model.num_parameters() / 1e6:.1f}M, device={self.device}, dtype={self.dtype})")
+
+    def set_draft(self, draft: "CodeGen | None") -> None:
+        """Draft speculative tokens with ``draft`` (a smaller model with the same tokenizer), or with prompt
+        lookup again (None)."""
+        from .speculative import DraftModel, check_draft
+        if draft is not None:
+            check_draft(self, draft)
+        self.drafter = DraftModel(draft) if draft is not None else None
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)
@@ -73,7 +88,7 @@ class CodeGen:
 
     def generate(self, prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
                  top_k: int = 0, repetition_penalty: float = 1.0, stop: StopSpec = None, num_samples: int = 1,
-                 seed: int | None = None, truncate_prompt: bool = False) -> Completion:
+                 seed: int | None = None, truncate_prompt: bool = False, speculate: str | None = None) -> Completion:
         """Like ``complete`` but returns the full Completion record (texts, token ids, finish reasons, timings)."""
         gen = self._iter(prompt, locals())
         while True:
@@ -84,19 +99,21 @@ class CodeGen:
 
     def complete(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
                  top_k: int = 0, repetition_penalty: float = 1.0, stop: StopSpec = None, num_samples: int = 1,
-                 seed: int | None = None, truncate_prompt: bool = False) -> str | list[str]:
+                 seed: int | None = None, truncate_prompt: bool = False,
+                 speculate: str | None = None) -> str | list[str]:
         """The completion of ``prompt`` (a list of ``num_samples`` completions when more than one).
         ``stop``: None, 'codegen' (the original truncation rules), a regex or a list of regexes (multiline), or a
         callable text -> cut index. ``temperature=0`` is greedy. ``truncate_prompt`` keeps the prompt's last
-        tokens when it does not fit the context window (otherwise that is an error)."""
+        tokens when it does not fit the context window (otherwise that is an error). ``speculate``: speculative
+        decoding for this call ('auto', 'on', 'off'; default: the model's ``speculate``), see speculative.py."""
         out = self.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                             top_k=top_k, repetition_penalty=repetition_penalty, stop=stop, num_samples=num_samples,
-                            seed=seed, truncate_prompt=truncate_prompt)
+                            seed=seed, truncate_prompt=truncate_prompt, speculate=speculate)
         return out.texts[0] if num_samples == 1 else out.texts
 
     def stream(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
                top_k: int = 0, repetition_penalty: float = 1.0, stop: StopSpec = None, seed: int | None = None,
-               truncate_prompt: bool = False) -> Iterator[str]:
+               truncate_prompt: bool = False, speculate: str | None = None) -> Iterator[str]:
         """Yield the completion as text pieces while it is decoded; their concatenation equals ``complete()``."""
         args = dict(locals(), num_samples=1)
         yield from (piece for _, piece in self._iter(prompt, args))
@@ -112,33 +129,62 @@ class CodeGen:
         with self.lock:
             cache = self.model.new_cache(batch=1)
             return (yield from iter_generation(self.model, self.tokenizer, cache, ids, s, stop,
-                                               num_samples=num_samples))
+                                               num_samples=num_samples, speculate=self._speculate(args),
+                                               drafter=self.drafter))
+
+    def _speculate(self, args) -> str:
+        from .speculative import check_mode
+        mode = args.get("speculate")
+        return check_mode(self.speculate if mode is None else mode)
 
 
 def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
-         revision: str | None = None, fast: str | bool = "auto") -> CodeGen:
+         revision: str | None = None, fast: str | bool = "auto", quantize: str | None = None,
+         speculate: str = "auto", draft: "CodeGen | None" = None) -> CodeGen:
     """Load a CodeGen checkpoint: None (the small model packaged with convsynth), a local directory with
     config.json and weights (.safetensors or .bin, sharded or not), or a hub id such as
     'Salesforce/codegen-350M-mono' (downloaded through huggingface_hub; needs network the first time).
     ``fast``: the decode step: 'auto' (CUDA graphs on a GPU; on a CPU, weights packed for oneDNN when the
     packed copy fits easily in memory, else eager), 'cuda_graphs', 'compile', 'onednn' (pack on a CPU regardless),
-    or False/'eager'. A fast path that cannot run warns once and decoding stays eager (``.decode_path`` says which)."""
+    or False/'eager'. A fast path that cannot run warns once and decoding stays eager (``.decode_path`` says which).
+    ``quantize="int8"``: int8 weights for every linear layer and the output layer (convsynth/quant.py), made at
+    load time from any checkpoint; a checkpoint written by ``convsynth convert --quantize int8`` is int8 already.
+    ``speculate``: speculative decoding ('auto': greedy decoding, paused while it does not pay; 'on': sampling
+    too; 'off'), drafting by prompt lookup, or with ``draft`` (a loaded smaller CodeGen with the same tokenizer)."""
     from .tokenizer import CodeGenTokenizer
     t0 = time.perf_counter()
     directory = checkpoint.resolve(name_or_path, revision)
     config = checkpoint.read_config(directory)
     dev = checkpoint.parse_device(device)
     model = checkpoint.load_weights(directory, config, device=dev, dtype=checkpoint.parse_dtype(dtype, dev))
+    set_quantize(model, quantize)
     set_fast(model, fast)
     tokenizer = CodeGenTokenizer.from_pretrained(directory)
     name = str(name_or_path) if name_or_path is not None else "convsynth-tiny"
     cg = CodeGen(model, tokenizer, name=name, path=directory)
+    from .speculative import check_mode
+    cg.speculate = check_mode(speculate)
+    if draft is not None:
+        cg.set_draft(draft)
     cg.load_seconds = time.perf_counter() - t0
     return cg
 
 
+def set_quantize(model, quantize: str | None) -> None:
+    """int8 weights when asked for (quant.py, imported only then); going back to float needs a reload."""
+    if quantize in (None, False):
+        return
+    from . import quant
+    if quant.check_mode(quantize) == "int8" and not quant.is_quantized(model):
+        quant.quantize(model)
+
+
 def set_fast(model, fast: str | bool | None) -> None:
     """Attach the fast decoder asked for; fast.py (and onednn.py) are imported only when that path could run."""
+    if getattr(model, "int8_note", None) and model.device.type == "cpu":
+        # int8 weights (quant.py) have their own CPU kernel: it is the decode path
+        model.fast_decoder, model.fast_note = None, model.int8_note
+        return
     if getattr(model, "fast_note", None) == "onednn":  # packed by an earlier call: back to the plain layers
         from . import onednn
         onednn.unpack(model)

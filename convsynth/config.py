@@ -25,6 +25,7 @@ class CodeGenConfig:
     bos_token_id: int = 1
     eos_token_id: int = 50256
     tie_word_embeddings: bool = False
+    quantization: str | None = None  # "int8": the checkpoint holds int8 weights (convsynth convert --quantize)
     name: str = ""  # where the config came from, for messages only
 
     def __post_init__(self):
@@ -93,6 +94,8 @@ class CodeGenConfig:
     def to_dict(self) -> dict:
         """config.json contents in the reference (transformers) naming."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
+        if d["quantization"] is None:  # float checkpoints keep the reference's config.json keys
+            del d["quantization"]
         d.update(model_type="codegen", architectures=["CodeGenForCausalLM"], n_ctx=self.n_positions,
                  embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)
         return d

@@ -119,6 +119,8 @@ class Completion:
     decode_tokens_per_s: float = 0.0
     generated_tokens: int = 0
     raw_ids: list[list[int]] = field(default_factory=list)  # every sampled token, EOS and cut ones included
+    acceptance_rate: float | None = None  # speculative decoding: share of drafted tokens kept (None: no drafts)
+    drafted_tokens: int = 0
 
 
 class _Detok:
@@ -193,10 +195,13 @@ def check_prompt(n_prompt: int, n_positions: int) -> None:
 
 def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sampling, stop: StopRule | None,
                     *, num_samples: int = 1, cancel: threading.Event | None = None,
-                    context_ids: list[int] | None = None) -> Iterator[tuple[int, str]]:
+                    context_ids: list[int] | None = None, speculate: str = "off",
+                    drafter=None) -> Iterator[tuple[int, str]]:
     """Prefill ``new_ids`` after what ``cache`` holds, then sample. Yields (sample index, text piece) and returns
     a Completion. With several samples, the prompt is prefilled once and the cache is expanded to a batch.
-    ``context_ids`` (the cached ids plus new_ids) feed the repetition penalty."""
+    ``context_ids`` (the cached ids plus new_ids) feed the repetition penalty and prompt-lookup drafts.
+    ``speculate`` ('auto', 'on', 'off') and ``drafter`` (a draft model's drafter, else prompt lookup): speculative
+    decoding for a single sample (speculative.py, imported only then)."""
     n_pos = model.config.n_positions
     cached = cache.length
     room = n_pos - cached - len(new_ids)
@@ -227,7 +232,14 @@ def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sam
     eos = tokenizer.eos_token_id
     steps, ttft, t_first = 0, 0.0, 0.0
     raw: list[list[int]] = [[] for _ in range(num_samples)]
-    tokens = decode_tokens(model, cache, prompt, s, gen, seen)
+    spec = None
+    if speculate not in ("off", None, False) and num_samples == 1:
+        from .speculative import for_generation
+        spec = for_generation(speculate, drafter, s)
+    if spec is not None:
+        tokens = spec.tokens(model, cache, prompt, s, gen, seen, context_ids or new_ids)
+    else:
+        tokens = decode_tokens(model, cache, prompt, s, gen, seen)
     try:
         for step in range(max_new):
             if cancel is not None and cancel.is_set():
@@ -269,4 +281,6 @@ def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sam
         time_to_first_token=ttft,
         decode_tokens_per_s=(steps - 1) / elapsed if steps > 1 and elapsed > 0 else 0.0,
         generated_tokens=steps, raw_ids=raw,
+        acceptance_rate=spec.stats.acceptance_rate if spec is not None else None,
+        drafted_tokens=spec.stats.drafted if spec is not None else 0,
     )

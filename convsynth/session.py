@@ -32,6 +32,8 @@ class TurnStats:
     decode_tokens_per_s: float = 0.0
     generated_tokens: int = 0
     finish_reason: str = ""         # stop | eos | length | cancelled | "" (code written by hand)
+    acceptance_rate: float | None = None  # speculative decoding: share of drafted tokens kept (None: no drafts)
+    drafted_tokens: int = 0
 
 
 @dataclass
@@ -93,13 +95,15 @@ class Session:
     platform can, else warn once), 'strict' (refuse to run unisolated) or 'off' (see ``convsynth.isolation``).
     cwd: the folder steps run in (default: the current directory where the session is created, in a notebook
     the notebook's folder; None: a private scratch folder removed on close). auto_fix: after a generated step
-    fails, try ``fix`` up to this many times."""
+    fails, try ``fix`` up to this many times. speculate: speculative decoding ('auto', 'on', 'off'; None: the
+    model's setting, see ``convsynth.load``); the turn's stats report the acceptance rate."""
 
     def __init__(self, model, preamble: str = MTPB_PREAMBLE, *, stop: StopSpec = "codegen",
                  overflow: str = "error", timeout: float = 10.0, memory_limit: int | None = 2 * 2**30,
                  auto_run: bool = False, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
                  top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None, network: bool = False,
-                 isolation: str = "auto", cwd: str | Path | None = ".", auto_fix: int = 0):
+                 isolation: str = "auto", cwd: str | Path | None = ".", auto_fix: int = 0,
+                 speculate: str | None = None):
         if overflow not in ("error", "drop_oldest"):
             raise ValueError("overflow must be 'error' or 'drop_oldest'")
         self.cwd = str(Path(cwd).expanduser().resolve()) if cwd is not None else None
@@ -107,6 +111,7 @@ class Session:
             raise SessionError(f"cwd {self.cwd} is not a folder: create it first, or pass cwd=None for a private "
                                "scratch folder.")
         self.auto_fix = int(auto_fix)
+        self.speculate = speculate
         self.model, self.preamble = model, preamble
         self.sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                  repetition_penalty=repetition_penalty, seed=seed)
@@ -196,7 +201,9 @@ class Session:
                 with self.model.lock:
                     keep = self._reuse(ids)
                     gen = iter_generation(self.model.model, self.model.tokenizer, self._cache, ids[keep:], s,
-                                          self._stop_rule, cancel=self._cancel, context_ids=ids)
+                                          self._stop_rule, cancel=self._cancel, context_ids=ids,
+                                          speculate=self._speculate_mode(),
+                                          drafter=getattr(self.model, "drafter", None))
                     try:
                         while True:
                             _, piece = next(gen)
@@ -212,13 +219,22 @@ class Session:
             turn = Turn(instruction, comp.texts[0], TurnStats(
                 prefill_tokens=len(ids) - keep, cached_tokens=keep,
                 time_to_first_token=comp.time_to_first_token, decode_tokens_per_s=comp.decode_tokens_per_s,
-                generated_tokens=comp.generated_tokens, finish_reason=comp.finish_reasons[0]),
+                generated_tokens=comp.generated_tokens, finish_reason=comp.finish_reasons[0],
+                acceptance_rate=getattr(comp, "acceptance_rate", None),
+                drafted_tokens=getattr(comp, "drafted_tokens", 0)),
                 expect_output=expect_output, check=check)
             self.turns.append(turn)
             self._sync_cache()  # tokens that were generated but cut (and boundary tokens) leave the cache
         if (run if run is not None else self.auto_run) and turn.stats.finish_reason != "cancelled":
             self.run()  # a cancelled turn is not run: the user stopped it
         return turn
+
+    def _speculate_mode(self) -> str:
+        mode = self.speculate if self.speculate is not None else getattr(self.model, "speculate", "off")
+        if mode in ("off", False, None):
+            return "off"
+        from .speculative import check_mode
+        return check_mode(mode)
 
     def _check_instruction(self, instruction) -> str:
         if not isinstance(instruction, str):
