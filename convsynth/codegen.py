@@ -10,6 +10,7 @@ import torch
 
 from . import checkpoint
 from .config import CodeGenConfig
+from .errors import OptionError
 from .generate import Completion, Sampling, check_prompt, iter_generation
 from .stops import StopSpec, make_stop
 
@@ -50,6 +51,22 @@ class CodeGen:
         c = self.config
         return (f"CodeGen({self.name!r}, n_layer={c.n_layer}, n_embd={c.n_embd}, params="
                 f"{self.model.num_parameters() / 1e6:.1f}M, device={self.device}, dtype={self.dtype})")
+
+    def set_quantize(self, quantize: str | None) -> None:
+        """Switch the weights: 'int8' quantizes them in place; None reads the float weights again from the
+        checkpoint (an int8 checkpoint has none). Callers holding KV caches must drop them (Session.set_quantize)."""
+        from .quant import check_mode
+        mode = check_mode(quantize)
+        with self.lock:
+            if mode == "int8":
+                set_quantize(self.model, mode)
+            elif self.quantization is not None:
+                if self.config.quantization is not None or self.path is None:
+                    raise OptionError(f"{self.name!r} was loaded from int8 weights: there are no float weights to "
+                                      "go back to; load the float checkpoint instead.")
+                self.model = checkpoint.load_weights(self.path, self.config, device=self.model.device,
+                                                     dtype=self.model.dtype)
+            set_fast(self.model, "auto")
 
     def set_draft(self, draft: "CodeGen | None") -> None:
         """Draft speculative tokens with ``draft`` (a smaller model with the same tokenizer), or with prompt

@@ -229,6 +229,13 @@ class Session:
             self.run()  # a cancelled turn is not run: the user stopped it
         return turn
 
+    def set_quantize(self, quantize: str | None) -> None:
+        """Switch the model's weights ('int8' or None for float, see ``CodeGen.set_quantize``); the KV cache, made
+        with the old weights, is dropped, so the next turn prefills the session text once."""
+        with self._lock:
+            self.model.set_quantize(quantize)
+            self._cache, self._cached_ids = None, []
+
     def _speculate_mode(self) -> str:
         mode = self.speculate if self.speculate is not None else getattr(self.model, "speculate", "off")
         if mode in ("off", False, None):

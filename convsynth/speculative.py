@@ -154,6 +154,7 @@ class Speculator:
 
     K_START, K_MAX = 4, 10
     PAUSE_MAX = 128
+    JUDGE_AFTER = 3  # timed passes before a pause: one slow pass (a page fault, a busy core) is not a verdict
 
     def __init__(self, drafter, *, timed: bool):
         self.drafter, self.timed = drafter, timed
@@ -162,6 +163,7 @@ class Speculator:
         self.step_time: float | None = None  # seconds of a plain one-token step (moving average)
         self.gain: float | None = None       # tokens per pass / (pass time / step time), moving average
         self.paused, self.pause_len = 0, 8
+        self.judged = 0                      # timed passes since the last pause: the average needs a few
         self.unmeasured = 0                  # passes since the last plain step (re-measure now and then)
 
     def want_draft(self) -> bool:
@@ -186,9 +188,11 @@ class Speculator:
             return
         gain = (kept + 1) / (seconds / self.step_time)
         self.gain = gain if self.gain is None else 0.7 * self.gain + 0.3 * gain
-        if self.gain < 1.0:  # slower than plain decoding lately: plain steps for a while, longer each time
+        self.judged += 1
+        if self.gain < 1.0 and self.judged >= self.JUDGE_AFTER:
+            # slower than plain decoding lately: plain steps for a while, longer each time
             self.paused, self.pause_len = self.pause_len, min(2 * self.pause_len, self.PAUSE_MAX)
-            self.gain = None
+            self.gain, self.judged = None, 0
         elif self.gain > 1.3:
             self.pause_len = 8
 

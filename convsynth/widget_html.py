@@ -112,7 +112,14 @@ def stats_html(stats) -> str:
     reason = {"cancelled": "stopped"}.get(stats.finish_reason, stats.finish_reason)
     return (f"prompt: <b>{stats.prefill_tokens}</b> new + <b>{stats.cached_tokens}</b> cached tokens &middot; "
             f"first token {_seconds(stats.time_to_first_token)} &middot; {stats.decode_tokens_per_s:.1f} tokens/s "
-            f"&middot; {stats.generated_tokens} tokens ({reason})")
+            f"&middot; {stats.generated_tokens} tokens ({reason})" + _drafts(stats))
+
+
+def _drafts(stats) -> str:
+    rate = getattr(stats, "acceptance_rate", None)
+    if rate is None:
+        return ""
+    return (f" &middot; speculation: <b>{rate:.0%}</b> of {_n(stats.drafted_tokens, 'drafted token')} kept")
 
 
 def _n(count: int, word: str = "token") -> str:

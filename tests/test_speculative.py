@@ -130,9 +130,12 @@ def test_auto_pauses_drafting_when_it_does_not_pay():
     """The off switch: passes slower per kept token than a plain step pause drafting, for longer each time."""
     sp = Speculator(PromptLookup(), timed=True)
     sp.record_step(0.010)
-    sp.record_pass(drafted=4, kept=0, seconds=0.020)  # 1 token for the price of 2 steps
+    for _ in range(sp.JUDGE_AFTER):
+        assert sp.paused == 0
+        sp.record_pass(drafted=4, kept=0, seconds=0.020)  # 1 token for the price of 2 steps
     assert sp.paused == 8 and not any(sp.want_draft() for _ in range(8)) and sp.want_draft()
-    sp.record_pass(drafted=4, kept=0, seconds=0.020)
+    for _ in range(sp.JUDGE_AFTER):
+        sp.record_pass(drafted=4, kept=0, seconds=0.020)
     assert sp.paused == 16
     sp.record_pass(drafted=4, kept=4, seconds=0.012)  # 5 tokens for 1.2 steps: pays
     assert sp.paused == 16 and sp.pause_len == 8 and sp.k > 1
@@ -239,3 +242,28 @@ def test_speculative_sampling_keeps_the_exact_distribution(drafter, k):
     stat, df = chi_square(counts, want)
     assert stat < chi2_threshold(df), (stat, df)
     assert drafted > n and 0.05 < kept / drafted < 0.95  # drafts were both kept and rejected
+
+
+def test_widget_settings_and_stats(checkpoints, tmp_path):
+    """The widget's settings reach the session (speculation, int8 weights and back) and a card shows the turn's
+    acceptance rate."""
+    pytest.importorskip("ipywidgets")
+    from convsynth.widget import SessionWidget
+    directory, _ = checkpoints("tiny")
+    cg = convsynth.load(directory)
+    with convsynth.Session(cg, temperature=0, max_new_tokens=24, cwd=None) as s:
+        w = SessionWidget(s, directory=tmp_path)
+        assert (w.speculate.value, w.quantize.value) == ("auto", "none")
+        w.speculate.value = "on"
+        assert s.speculate == "on"
+        w.quantize.value = "int8"
+        assert cg.quantization == "int8 (fbgemm)" and s._cache is None and not w.error.value
+        s.ask("x = [1, 2, 3]\nx = [1, 2, 3]\nx = [1, 2, 3]")
+        w.refresh()
+        assert "speculation" in w.cards.children[-1].stats.value
+        assert s.turns[-1].stats.acceptance_rate is not None
+        w.quantize.value = "none"  # float again: the weights are read from the checkpoint
+        assert cg.quantization is None and cg.decode_path != "int8 (fbgemm)"
+        w.speculate.value = "off"
+        s.ask("Print x.")
+        assert s.turns[-1].stats.acceptance_rate is None
