@@ -106,10 +106,10 @@ def bench_peers(directory: Path, work: Path, *, device: torch.device, dtype: str
                 prompt: str, prompt_ids: list[int], prefill_ids: list[int], tokens: int, repeats: int,
                 log=print) -> dict:
     """convsynth fp32 and int8 against CTranslate2 fp32 and int8: prefill of ``prefill_ids`` and greedy decode of
-    ``tokens`` after ``prompt``, ``repeats`` rounds alternating between the engines (best of... the median)."""
+    ``tokens`` after ``prompt``, ``repeats`` rounds alternating between the engines; medians."""
     import statistics
     missing = ctranslate2_missing()
-    systems = [ConvsynthPeer(directory, device, dtype, fast, None), ConvsynthPeer(directory, device, dtype, fast, "int8")]
+    systems = [ConvsynthPeer(directory, device, dtype, fast, q) for q in (None, "int8")]
     if missing:
         log(f"CTranslate2 not measured: {missing}")
     elif dtype != "float32":
@@ -142,7 +142,8 @@ def bench_peers(directory: Path, work: Path, *, device: torch.device, dtype: str
         rates = [(len(r["ids"]) - 1) / (r["total"] - r["ttft"]) for r in runs if len(r["ids"]) > 1]
         pre = statistics.median(res[s.name]["prefill_s"])
         out[s.name] = dict(prefill_tokens=len(prefill_ids), prefill_s=pre, prefill_tokens_per_s=len(prefill_ids) / pre,
-                           decode_tokens=tokens, decode_tokens_per_s=statistics.median(rates) if rates else float("nan"),
+                           decode_tokens=tokens,
+                           decode_tokens_per_s=statistics.median(rates) if rates else float("nan"),
                            generated=[len(r["ids"]) for r in runs], ids=runs[-1]["ids"])
         if isinstance(s, ConvsynthPeer):
             out[s.name]["path"] = s.cg.decode_path

@@ -235,7 +235,7 @@ def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sam
     spec = None
     if speculate not in ("off", None, False) and num_samples == 1:
         from .speculative import for_generation
-        spec = for_generation(speculate, drafter, s)
+        spec = for_generation(speculate, drafter, s, model)
     if spec is not None:
         tokens = spec.tokens(model, cache, prompt, s, gen, seen, context_ids or new_ids)
     else:

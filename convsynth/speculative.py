@@ -202,6 +202,7 @@ class Speculator:
         """Like ``generate.decode_tokens`` for batch 1: prefill ``prompt`` (1, T), then yield (1,) token ids; after
         k tokens were yielded the cache holds the prompt and the first k-1 of them."""
         dev = model.device
+        fast = getattr(model, "fast_decoder", None)
         logits = model(prompt, cache, last_only=True)[:, -1]
         pending = int(sample(logits, s, seen, gen))
         if seen is not None:
@@ -215,8 +216,10 @@ class Speculator:
             draft, q = self.drafter.draft(ids, min(self.k, room), s, gen) if room > 0 and self.want_draft() \
                 else ([], None)
             start = cache.length
-            if not draft:
-                logits = model(torch.tensor([[pending]], device=dev), cache, last_only=True)[:, -1]
+            if not draft:  # a plain step, on the decode path plain decoding takes
+                tok = torch.tensor([pending], device=dev)
+                logits = (fast.step(tok, cache) if fast is not None
+                          else model(tok[:, None], cache, last_only=True)[:, -1])
                 pending = int(sample(logits, s, seen, gen))
                 if seen is not None:
                     seen[0, pending] = True
@@ -256,10 +259,14 @@ def check_draft(target, draft) -> None:
                           "with the same tokenizer, such as the packaged model for Salesforce CodeGen checkpoints.")
 
 
-def for_generation(mode: str, drafter: DraftModel | None, s: Sampling) -> Speculator | None:
+def for_generation(mode: str, drafter: DraftModel | None, s: Sampling, model=None) -> Speculator | None:
     """The speculator for one batch-1 generation under ``mode`` ('auto', 'on', 'off'), drafting with ``drafter``
-    (a draft model, kept across generations so its cache is reused) or, when None, prompt lookup; or None."""
+    (a draft model, kept across generations so its cache is reused) or, when None, prompt lookup; or None.
+    'auto' leaves a model with a fast decoder (CUDA graphs, compile: fast.py) alone: its one-token step is a
+    replayed graph that an eager verification pass would have to beat, and may round differently from it."""
     mode = check_mode(mode)
     if mode == "off" or (mode == "auto" and not s.greedy):
+        return None
+    if mode == "auto" and getattr(model, "fast_decoder", None) is not None:
         return None
     return Speculator(drafter if drafter is not None else PromptLookup(), timed=mode == "auto")
