@@ -96,14 +96,15 @@ class Session:
     cwd: the folder steps run in (default: the current directory where the session is created, in a notebook
     the notebook's folder; None: a private scratch folder removed on close). auto_fix: after a generated step
     fails, try ``fix`` up to this many times. speculate: speculative decoding ('auto', 'on', 'off'; None: the
-    model's setting, see ``convsynth.load``); the turn's stats report the acceptance rate."""
+    model's setting, see ``convsynth.load``); the turn's stats report the acceptance rate. quantize: 'int8'
+    switches the model's weights to int8 (``set_quantize``; the model is shared, so other sessions see it too)."""
 
     def __init__(self, model, preamble: str = MTPB_PREAMBLE, *, stop: StopSpec = "codegen",
                  overflow: str = "error", timeout: float = 10.0, memory_limit: int | None = 2 * 2**30,
                  auto_run: bool = False, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
                  top_k: int = 0, repetition_penalty: float = 1.0, seed: int | None = None, network: bool = False,
                  isolation: str = "auto", cwd: str | Path | None = ".", auto_fix: int = 0,
-                 speculate: str | None = None):
+                 speculate: str | None = None, quantize: str | None = None):
         if overflow not in ("error", "drop_oldest"):
             raise ValueError("overflow must be 'error' or 'drop_oldest'")
         self.cwd = str(Path(cwd).expanduser().resolve()) if cwd is not None else None
@@ -112,6 +113,8 @@ class Session:
                                "scratch folder.")
         self.auto_fix = int(auto_fix)
         self.speculate = speculate
+        if quantize is not None:
+            model.set_quantize(quantize)
         self.model, self.preamble = model, preamble
         self.sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                  repetition_penalty=repetition_penalty, seed=seed)

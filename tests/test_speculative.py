@@ -63,6 +63,21 @@ def test_greedy_identical_on_the_packaged_model(packaged):
     assert rates and max(rates) > 0.3
 
 
+def test_greedy_identical_with_int8_weights(checkpoints):
+    """int8 activations are quantized per token, so a verification pass sees what one-token steps see."""
+    cg = convsynth.load(quantize="int8")
+    for p in REPEATING:
+        same_greedy(cg, p, max_new_tokens=40)
+    small = convsynth.load(checkpoints("heads16")[0])
+    with convsynth.Session(small, temperature=0, max_new_tokens=24, cwd=None, quantize="int8",
+                           speculate="on") as s:
+        assert small.quantization == "int8 (fbgemm)"
+        plain = run_session(small, "off", steps=STEPS[:4])
+        spec = run_session(small, "on", steps=STEPS[:4])
+        assert spec.text == plain.text and any(t.stats.drafted_tokens for t in spec.turns)
+        assert s.speculate == "on"
+
+
 def test_stream_with_speculation_equals_complete(packaged):
     p = REPEATING[2]
     pieces = list(packaged.stream(p, temperature=0, max_new_tokens=40, speculate="on", stop="codegen"))
