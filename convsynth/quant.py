@@ -105,10 +105,10 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
-        if x.device.type == "cuda" or self.kernel == "weight_only":
-            y = self._weight_only(x2)
-        elif self.kernel == "fbgemm":
+        if self.kernel == "fbgemm" and x.device.type == "cpu":
             y = self._fbgemm(x2.float())
+        elif self.kernel in ("weight_only", "fbgemm"):  # fbgemm is CPU-only: a layer moved to a GPU goes here
+            y = self._weight_only(x2)
         else:
             y = self._dequantize(x2)
         return y.to(x.dtype).reshape(*shape[:-1], self.out_features)
