@@ -18,8 +18,8 @@ moves the length; the written positions stay until overwritten), so whenever the
 holds exactly what plain decoding would hold: the prompt and every token before that one.
 
 When it pays: ``Speculator`` adapts k (longer after a fully kept draft, shorter after a rejection) and, in
-'auto' mode, compares each pass's time per kept token with a plain step's and pauses drafting, for a doubling
-number of steps, while speculation is not faster, so a generation that gets little from it runs at plain speed.
+'auto' mode, compares the time per produced token over each window of 4 passes with a plain step's and pauses
+drafting, for a doubling number of steps, while speculation is not faster, so a generation that gets little from it runs at plain speed.
 'auto' speculates for greedy decoding only: timing-driven choices must not change a seeded sample.
 """
 from __future__ import annotations
@@ -154,16 +154,17 @@ class Speculator:
 
     K_START, K_MAX = 4, 10
     PAUSE_MAX = 128
-    JUDGE_AFTER = 3  # timed passes before a pause: one slow pass (a page fault, a busy core) is not a verdict
+    JUDGE_AFTER = 4  # timed passes per verdict
 
     def __init__(self, drafter, *, timed: bool):
         self.drafter, self.timed = drafter, timed
         self.k = self.K_START
         self.stats = SpecStats()
         self.step_time: float | None = None  # seconds of a plain one-token step (moving average)
-        self.gain: float | None = None       # tokens per pass / (pass time / step time), moving average
+        self.gain: float | None = None       # the last window's tokens per plain-step time
         self.paused, self.pause_len = 0, 8
-        self.judged = 0                      # timed passes since the last pause: the average needs a few
+        self.judged = 0                      # timed passes in the current window
+        self.window_tokens, self.window_seconds = 0, 0.0
         self.unmeasured = 0                  # passes since the last plain step (re-measure now and then)
 
     def want_draft(self) -> bool:
@@ -186,14 +187,19 @@ class Speculator:
         self.k = min(self.k + 2, self.K_MAX) if kept == drafted else max(1, self.k - 1)
         if not self.timed or self.step_time is None:
             return
-        gain = (kept + 1) / (seconds / self.step_time)
-        self.gain = gain if self.gain is None else 0.7 * self.gain + 0.3 * gain
+        # Judged over a window of passes, not pass by pass: acceptance comes in runs (a repeated line is kept
+        # whole, a new one rejected), and one slow pass on a busy machine is not a verdict.
+        self.window_tokens += kept + 1
+        self.window_seconds += seconds
         self.judged += 1
-        if self.gain < 1.0 and self.judged >= self.JUDGE_AFTER:
-            # slower than plain decoding lately: plain steps for a while, longer each time
+        if self.judged < self.JUDGE_AFTER:
+            return
+        gain = self.window_tokens * self.step_time / self.window_seconds  # tokens per plain-step time
+        self.gain = gain
+        self.window_tokens, self.window_seconds, self.judged = 0, 0.0, 0
+        if gain < 1.0:  # slower than plain decoding lately: plain steps for a while, longer each time
             self.paused, self.pause_len = self.pause_len, min(2 * self.pause_len, self.PAUSE_MAX)
-            self.gain, self.judged = None, 0
-        elif self.gain > 1.3:
+        elif gain > 1.3:
             self.pause_len = 8
 
     @torch.inference_mode()

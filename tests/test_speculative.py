@@ -152,8 +152,13 @@ def test_auto_pauses_drafting_when_it_does_not_pay():
     for _ in range(sp.JUDGE_AFTER):
         sp.record_pass(drafted=4, kept=0, seconds=0.020)
     assert sp.paused == 16
-    sp.record_pass(drafted=4, kept=4, seconds=0.012)  # 5 tokens for 1.2 steps: pays
+    for _ in range(sp.JUDGE_AFTER):
+        sp.record_pass(drafted=4, kept=4, seconds=0.012)  # 5 tokens for 1.2 steps: pays
     assert sp.paused == 16 and sp.pause_len == 8 and sp.k > 1
+    sp.paused = 0
+    for kept in (4, 0, 0, 0):  # a run of kept drafts carries the window: 8 tokens for 6 steps' time
+        sp.record_pass(drafted=4, kept=kept, seconds=0.015)
+    assert sp.paused == 0 and sp.want_draft()
     untimed = Speculator(PromptLookup(), timed=False)  # sampling: nothing depends on the clock
     untimed.record_pass(drafted=4, kept=0, seconds=10.0)
     assert untimed.paused == 0
