@@ -93,7 +93,7 @@ class Convsynth:
         ids = [tok]
         sync(dev)
         t_first = time.perf_counter()
-        fast = model.fast_decoder  # the same decode step generate uses (CUDA graphs on a GPU by default)
+        fast = self.cg.decoding.decoder  # the same decode step generate uses (CUDA graphs on a GPU by default)
         for _ in range(n - 1):
             logits = fast.step(tok, cache) if fast else model(tok[:, None], cache, last_only=True)[:, -1]
             tok = logits.argmax(-1)

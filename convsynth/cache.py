@@ -98,3 +98,81 @@ class KVCache:
     def __repr__(self) -> str:
         return (f"KVCache(length={self.length}, capacity={self.capacity}, batch={self.batch}, "
                 f"layers={self.n_layer}, dtype={self.dtype})")
+
+
+def common_prefix(a, b) -> int:
+    """How many leading items ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class PrefixCache:
+    """A KVCache and exactly the token ids whose keys/values it holds: the one owner of both, so they never
+    drift apart. The cache itself is made on first use (``new_cache()``).
+
+    Verbs: ``match`` (how many leading ids of a prompt the cache would serve), ``reuse`` (rewind to that prefix
+    before generating; returns it), ``record`` (after generating: the cache holds a prefix of these ids), ``sync``
+    (the text changed without generating: forget what no longer matches), ``clear`` (forget everything: the
+    weights changed) and ``fork`` (an independent copy).
+    """
+
+    def __init__(self, new_cache):
+        self._new_cache = new_cache
+        self.cache: KVCache | None = None
+        self._ids: list[int] = []
+
+    @property
+    def ids(self) -> list[int]:
+        """A copy of the ids the cache holds."""
+        return list(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def match(self, ids) -> int:
+        """How many leading ``ids`` the cache holds, keeping at least one to prefill (the model needs a token)."""
+        return min(common_prefix(self._ids, ids), max(len(ids) - 1, 0))
+
+    def reuse(self, ids) -> int:
+        """Rewind the cache to ``match(ids)`` (making the cache on first use) and return that many: the caller
+        prefills ``ids[keep:]``."""
+        if self.cache is None:
+            self.cache = self._new_cache()
+        keep = self.match(ids)
+        self._rewind(keep)
+        return keep
+
+    def record(self, ids) -> None:
+        """After generating from a prompt: ``ids`` is the prompt and the sampled ids; the cache holds its first
+        ``cache.length`` (every one but the last sampled). A cache past ``ids`` (a failed step) is emptied."""
+        ids = list(ids)
+        held = ids[:self.cache.length] if self.cache.length <= len(ids) else []
+        self.cache.rewind(len(held))
+        self._ids = held
+
+    def sync(self, ids) -> None:
+        """The text is now ``ids`` (undo, an edit, cut tokens): forget what no longer matches."""
+        if self.cache is not None:
+            self._rewind(common_prefix(self._ids, ids))
+
+    def _rewind(self, keep: int) -> None:
+        self.cache.rewind(keep)
+        self._ids = self._ids[:keep]
+
+    def clear(self) -> None:
+        """Forget every id and the keys/values (the cache is made again on the next ``reuse``)."""
+        self.cache, self._ids = None, []
+
+    def fork(self) -> "PrefixCache":
+        """An independent copy: same ids, its own keys and values."""
+        new = PrefixCache(self._new_cache)
+        new.cache = self.cache.fork() if self.cache is not None else None
+        new._ids = list(self._ids)
+        return new
+
+    def __repr__(self) -> str:
+        return f"PrefixCache({len(self._ids)} ids, {self.cache!r})"

@@ -6,7 +6,10 @@ copy of the weights. ``.bin`` files are read with ``torch.load(weights_only=True
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -67,6 +70,15 @@ def _download(repo_id: str, revision: str | None) -> Path:
 
 
 def _find_weights(directory: Path, required: bool = True) -> list[Path]:
+    files = _weight_files(directory, required)
+    for f in files:
+        if f.is_symlink() and not f.exists():  # else reading it says "truncated or corrupt"
+            raise CheckpointError(f"{f} is a symbolic link that loops or points nowhere ({os.readlink(f)}); "
+                                  "point it at the weights file or replace it with the file.")
+    return files
+
+
+def _weight_files(directory: Path, required: bool) -> list[Path]:
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (directory / index).exists():
             try:
@@ -90,18 +102,20 @@ def _find_weights(directory: Path, required: bool = True) -> list[Path]:
     return []
 
 
-def iter_tensors(files: list[Path], dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_tensors(files: list[Path], dtype: torch.dtype | None = None, *,
+                 quantized: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) for every tensor in the weight files, one at a time. Tensors come memory-mapped (no copy)
     unless they are to be converted to ``dtype``: then each one's source memory is let go once it is read, so
-    converting never holds the whole checkpoint twice."""
+    converting never holds the whole checkpoint twice. Integer tensors are refused unless ``quantized`` (the int8
+    weights quant.py reads, with ``dtype`` None)."""
     for f in files:
         if f.suffix == ".safetensors":
-            yield from _iter_safetensors(f, dtype)
+            yield from _iter_safetensors(f, dtype, quantized)
         else:
-            yield from _iter_bin(f, dtype)
+            yield from _iter_bin(f, dtype, quantized)
 
 
-def _iter_safetensors(f: Path, dtype: torch.dtype | None):
+def _iter_safetensors(f: Path, dtype: torch.dtype | None, quantized: bool):
     from safetensors import safe_open
     try:
         with safe_open(str(f), framework="pt", device="cpu") as st:
@@ -109,11 +123,11 @@ def _iter_safetensors(f: Path, dtype: torch.dtype | None):
             converting = dtype is not None and any(st.get_slice(n).get_dtype() != _ST_NAMES.get(dtype) for n in names)
             if not converting:  # zero-copy: the model keeps the mapped tensors
                 for name in names:
-                    yield name, st.get_tensor(name)
+                    yield name, _float(f, name, st.get_tensor(name), quantized)
                 return
         for name in names:  # reopen per tensor so each mapping (and its resident pages) is dropped after use
             with safe_open(str(f), framework="pt", device="cpu") as st:
-                t = st.get_tensor(name)
+                t = _float(f, name, st.get_tensor(name), quantized)
             yield name, t.to(dtype)
             del t
     except CheckpointError:
@@ -123,10 +137,20 @@ def _iter_safetensors(f: Path, dtype: torch.dtype | None):
                               "download it again.") from None
 
 
+def _float(f: Path, name: str, t: torch.Tensor, quantized: bool = False) -> torch.Tensor:
+    # A cast would silently turn quantized (int8, ...) weights into garbage: refuse them, unless the caller reads
+    # quantized weights. The buffers that old checkpoints carry (causal_mask, a bool) are skipped by the loader anyway.
+    if not quantized and not t.is_floating_point() and not IGNORED.search(name):
+        raise CheckpointError(f"{f}: tensor {name} is {str(t.dtype).replace('torch.', '')}; convsynth reads "
+                              "float32, float16 or bfloat16 weights, not quantized ones. Use the unquantized "
+                              "checkpoint.")
+    return t
+
+
 _ST_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 
 
-def _iter_bin(f: Path, dtype: torch.dtype | None):
+def _iter_bin(f: Path, dtype: torch.dtype | None, quantized: bool):
     import pickle
     try:
         sd = _torch_load(f, mmap=True)
@@ -149,7 +173,7 @@ def _iter_bin(f: Path, dtype: torch.dtype | None):
         raise CheckpointError(f"{f} does not hold a state dict (a mapping of names to tensors) but "
                               f"{type(sd).__name__}.")
     for name in list(sd):
-        t = sd.pop(name)  # pop so each source tensor can be freed once it is placed
+        t = _float(f, name, sd.pop(name), quantized)  # pop so each source tensor can be freed once it is placed
         yield name, (t.to(dtype) if dtype is not None else t)
         del t
 
@@ -166,9 +190,6 @@ def _torch_load(f: Path, mmap: bool):
 def load_weights(directory: Path, config: CodeGenConfig, *, device: torch.device, dtype: torch.dtype) -> CodeGenModel:
     """Build the model without allocating it, then place each checkpoint tensor (converted) into it."""
     files = _find_weights(directory)
-    if config.quantization == "int8":  # written by convert(quantize="int8"): int8 weights and their scales
-        from .quant import load_int8
-        return load_int8(files, config, device=device, dtype=dtype, directory=directory)
     with torch.device("meta"):
         model = CodeGenModel(config)
     expected = dict(model.named_parameters())
@@ -207,48 +228,47 @@ def read_config(directory: Path) -> CodeGenConfig:
     return CodeGenConfig.from_json(directory / "config.json")
 
 
-def convert(src: str | Path | None, dst: str | Path, *, dtype: str | None = None, revision: str | None = None,
-            quantize: str | None = None) -> Path:
+def convert(src: str | Path | None, dst: str | Path, *, dtype: str | None = None, revision: str | None = None) -> Path:
     """Write ``src`` (any checkpoint load() reads) to ``dst`` as config.json + model.safetensors + tokenizer.
-    ``quantize="int8"``: int8 weights with per-channel scales (quant.py), which load() reads directly."""
-    if quantize is not None:
-        return _convert_int8(src, dst, dtype=dtype, revision=revision, quantize=quantize)
-    from safetensors.torch import save_file
-    from .tokenizer import CodeGenTokenizer
+    (int8 weights: ``quant.convert``, ``convsynth convert --quantize int8``.)"""
+    torch_dtype = parse_dtype(dtype, torch.device("cpu")) if dtype else None  # checked before any work
     directory = resolve(src, revision)
     config = read_config(directory)
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    torch_dtype = parse_dtype(dtype, torch.device("cpu")) if dtype else None
+    check_destination(dst)
     tensors = {}
     for name, t in iter_tensors(_find_weights(directory), torch_dtype):
         if IGNORED.search(name):
             continue
         tensors[name] = t.contiguous()
-    save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
-    (dst / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    CodeGenTokenizer.from_pretrained(directory).save(dst)
-    return dst
+    return write(dst, tensors, config, directory)
 
 
-def _convert_int8(src, dst, *, dtype, revision, quantize) -> Path:
-    import dataclasses
+def check_destination(dst: str | Path) -> None:
+    if Path(dst).exists() and not Path(dst).is_dir():
+        raise CheckpointError(f"{dst} is a file; convert writes a checkpoint directory: pass a folder path.")
+
+
+def write(dst: str | Path, tensors: dict[str, torch.Tensor], config: CodeGenConfig, tokenizer_from: Path) -> Path:
+    """``dst`` as a checkpoint directory: ``tensors`` in model.safetensors, ``config`` as config.json and the
+    tokenizer of ``tokenizer_from``, written beside and moved in (a failed write leaves ``dst`` as it was)."""
     from safetensors.torch import save_file
-    from . import quant
     from .tokenizer import CodeGenTokenizer
-    quant.check_mode(quantize)
-    directory = resolve(src, revision)
-    config = read_config(directory)
-    cpu = torch.device("cpu")
-    model = load_weights(directory, config, device=cpu, dtype=parse_dtype(dtype or "float32", cpu))
-    if not quant.is_quantized(model):
-        quant.quantize(model)
     dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    save_file(quant.state_dict(model), str(dst / "model.safetensors"), metadata={"format": "pt"})
-    config = dataclasses.replace(config, quantization="int8")
-    (dst / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    CodeGenTokenizer.from_pretrained(directory).save(dst)
+    check_destination(dst)
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".convert-", dir=dst) as tmp:
+            tmp = Path(tmp)
+            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+            CodeGenTokenizer.from_pretrained(tokenizer_from).save(tmp)
+            for old in [*dst.glob("*.safetensors"), *dst.glob("pytorch_model*.bin"), *dst.glob("*.index.json")]:
+                old.unlink()  # an older checkpoint's shards and index would take priority over the new weights
+            for new in tmp.iterdir():
+                os.replace(new, dst / new.name)
+    except OSError as e:
+        raise CheckpointError(f"cannot write the checkpoint to {dst}: {e.strerror or e}"
+                              f"{' (the disk is full)' if e.errno == 28 else ''}.") from None
     return dst
 
 
@@ -270,7 +290,10 @@ def parse_device(device) -> torch.device:
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise OptionError(f"unknown device {device!r} ({e}); use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+        raise OptionError(f"unknown device {device!r} ({str(e).splitlines()[0]}); use 'auto', 'cpu', 'cuda' or "
+                          "'cuda:N'") from None
+    if device.type not in ("cpu", "cuda"):
+        raise OptionError(f"device {str(device)!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise OptionError("device='cuda' was asked for but no CUDA GPU is available; use device='auto' or 'cpu'")
     return device

@@ -4,13 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .flags import model_flags
+
 
 def _sampling_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: the packaged model)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--fast", default="auto", choices=["auto", "cuda_graphs", "compile", "onednn", "eager"],
-                   help="decode step: auto = CUDA graphs on a GPU, oneDNN-packed weights on a CPU (when they fit)")
+    model_flags(p)
     p.add_argument("--quantize", default=None, choices=["int8"], help="int8 weights (made at load time)")
     p.add_argument("--speculate", default="auto", choices=["auto", "on", "off"],
                    help="speculative decoding: auto = greedy decoding, paused while it does not pay")
@@ -41,12 +39,18 @@ def _load(args):
 
 
 def cmd_complete(args) -> int:
-    import convsynth
+    from .errors import UsageError
     from .stops import make_stop
+    try:
+        args.prompt.encode("utf-8")  # undecodable bytes in argv arrive as lone surrogates
+    except UnicodeEncodeError:
+        raise UsageError("the prompt is not valid UTF-8 text; convert it (e.g. with iconv) and try again.") from None
     stop = args.stop if args.stop else None
     if stop and len(stop) == 1 and stop[0] == "codegen":
         stop = "codegen"
-    make_stop(stop)  # a bad pattern is reported before the model loads
+    make_stop(stop)  # a bad regex is refused before the model loads
+    from .checkpoint import parse_device, parse_dtype
+    parse_dtype(args.dtype, parse_device(args.device))
     cg = _load(args)
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
@@ -100,8 +104,11 @@ def cmd_demo(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .checkpoint import convert
-    out = convert(args.src, args.dst, dtype=args.dtype, revision=args.revision, quantize=args.quantize)
+    if args.quantize:
+        from .quant import convert
+    else:
+        from .checkpoint import convert
+    out = convert(args.src, args.dst, dtype=args.dtype, revision=args.revision)
     print(f"wrote {out}")
     return 0
 
@@ -120,8 +127,11 @@ def cmd_serve(args) -> int:
 
 
 def cmd_mtpb(args) -> int:
-    from .mtpb import main as mtpb_main
-    return mtpb_main(args)
+    if getattr(args, "ray", None):
+        from .mtpb_ray import main as on_ray
+        return on_ray(args)
+    from .mtpb import main as here
+    return here(args)
 
 
 def cmd_bench(args) -> int:
@@ -176,22 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("mtpb", help="run the Multi-Turn Programming Benchmark")
-    from_mtpb = _mtpb_flags(p)
-    p.set_defaults(func=cmd_mtpb, **from_mtpb)
+    from .mtpb import add_arguments as mtpb_arguments
+    mtpb_arguments(p)
+    p.set_defaults(func=cmd_mtpb)
 
     p = sub.add_parser("bench", help="run the benchmark suite (benchmarks/run.py) with its own flags")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_bench)
     return parser
-
-
-def _mtpb_flags(p) -> dict:
-    try:
-        from .mtpb import add_arguments
-    except ImportError:
-        return {}
-    add_arguments(p)
-    return {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConvsynthError as e:
-        print(f"convsynth: error: {e}", file=sys.stderr)
+        print(f"convsynth: error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)  # one line
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

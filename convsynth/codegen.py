@@ -1,6 +1,7 @@
 """``convsynth.load()`` and the ``CodeGen`` object: strings in, strings out."""
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -10,18 +11,21 @@ import torch
 
 from . import checkpoint
 from .config import CodeGenConfig
-from .errors import OptionError
-from .generate import Completion, Sampling, check_prompt, iter_generation
+from .errors import CheckpointError, OptionError
+from .generate import Completion, DecodePath, Run, Sampling, check_prompt, iter_generation, locked_steps
 from .stops import StopSpec, make_stop
 
 
 class CodeGen:
     """A loaded CodeGen model with its tokenizer. Build one with ``convsynth.load()``."""
 
-    def __init__(self, model, tokenizer, *, name: str = "", path: Path | None = None):
+    def __init__(self, model, tokenizer, *, name: str = "", path: Path | None = None,
+                 decoding: DecodePath | None = None):
         self.model, self.tokenizer = model, tokenizer
         self.config: CodeGenConfig = model.config
         self.name, self.path = name, path
+        self.decoding = decoding if decoding is not None else DecodePath()  # how decode steps run; passed on
+        self.fast: str | bool | None = "auto"  # the decode path asked for (load's fast); set_quantize reuses it
         self.load_seconds = 0.0
         self.lock = threading.Lock()  # one generation at a time per model (caches are per caller)
         self.speculate = "auto"   # speculative decoding: 'auto' (greedy, when it pays), 'on' or 'off'
@@ -33,15 +37,20 @@ class CodeGen:
 
     @property
     def decode_path(self) -> str:
-        """Which decode step runs: 'eager', 'cuda_graphs', 'compile' or 'onednn' (with the reason when a fast
-        path that was asked for could not run)."""
-        fast = getattr(self.model, "fast_decoder", None)
-        return fast.describe() if fast is not None else getattr(self.model, "fast_note", "eager")
+        """Which decode step runs: 'eager', 'cuda_graphs', 'compile', 'onednn' (with the reason when a fast
+        path that was asked for could not run) or, for int8 weights on a CPU, 'int8 (<kernel>)'."""
+        return self.decoding.describe()
+
+    def set_fast(self, fast: str | bool | None) -> None:
+        """Choose the decode path again (the ``fast`` argument of ``load``); ``decode_path`` says what runs."""
+        with self.lock:
+            self.decoding, self.fast = set_fast(self.model, fast), fast
 
     @property
     def quantization(self) -> str | None:
         """'int8 (<kernel>)' when the weights are int8 (quant.py), else None."""
-        return getattr(self.model, "int8_note", None)
+        quant = sys.modules.get("convsynth.quant")  # no weights are int8 before quant.py was imported
+        return quant.describe(self.model) if quant is not None and quant.is_quantized(self.model) else None
 
     @property
     def dtype(self) -> str:
@@ -54,19 +63,22 @@ class CodeGen:
 
     def set_quantize(self, quantize: str | None) -> None:
         """Switch the weights: 'int8' quantizes them in place; None reads the float weights again from the
-        checkpoint (an int8 checkpoint has none). Callers holding KV caches must drop them (Session.set_quantize)."""
+        checkpoint (an int8 checkpoint has none). The decode path is chosen again (``fast`` as asked before).
+        Callers holding KV caches must drop them (``Session.set_quantize`` does)."""
         from .quant import check_mode
         mode = check_mode(quantize)
         with self.lock:
+            if (mode is not None) == (self.quantization is not None):
+                return  # the weights are that already
             if mode == "int8":
                 set_quantize(self.model, mode)
-            elif self.quantization is not None:
+            else:
                 if self.config.quantization is not None or self.path is None:
                     raise OptionError(f"{self.name!r} was loaded from int8 weights: there are no float weights to "
                                       "go back to; load the float checkpoint instead.")
                 self.model = checkpoint.load_weights(self.path, self.config, device=self.model.device,
                                                      dtype=self.model.dtype)
-            set_fast(self.model, "auto")
+            self.decoding = set_fast(self.model, self.fast)
 
     def set_draft(self, draft: "CodeGen | None") -> None:
         """Draft speculative tokens with ``draft`` (a smaller model with the same tokenizer), or with prompt
@@ -88,9 +100,6 @@ class CodeGen:
         check_prompt(len(ids), self.config.n_positions + 1)
         return self.model(torch.tensor([list(ids)], device=self.model.device))[0].float().cpu()
 
-    def sampling(self, **kw) -> Sampling:
-        return Sampling(**{k: v for k, v in kw.items() if v is not None or k == "seed"})
-
     def _prompt_ids(self, prompt: str, truncate_prompt: bool) -> list[int]:
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
@@ -99,60 +108,69 @@ class CodeGen:
             ids = ids[-(self.config.n_positions - 1):]  # keep the end: that is what the model continues
         check_prompt(len(ids), self.config.n_positions)
         if max(ids) >= self.config.vocab_size:
-            raise ValueError(f"the tokenizer gives id {max(ids)} but the model has only {self.config.vocab_size} "
+            raise CheckpointError(f"the tokenizer gives id {max(ids)} but the model has only {self.config.vocab_size} "
                              "embedding rows: the tokenizer files do not belong to this checkpoint.")
         return ids
 
-    def generate(self, prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
-                 top_k: int = 0, repetition_penalty: float = 1.0, stop: StopSpec = None, num_samples: int = 1,
-                 seed: int | None = None, truncate_prompt: bool = False, speculate: str | None = None) -> Completion:
+    def generate(self, prompt: str, *, max_new_tokens: int | None = None, temperature: float | None = None,
+                 top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
+                 stop: StopSpec = None, num_samples: int = 1, seed: int | None = None, truncate_prompt: bool = False,
+                 sampling: Sampling | None = None, speculate: str | None = None) -> Completion:
         """Like ``complete`` but returns the full Completion record (texts, token ids, finish reasons, timings)."""
-        gen = self._iter(prompt, locals())
-        while True:
-            try:
-                next(gen)
-            except StopIteration as done:
-                return done.value
+        s = Sampling.of(sampling, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                        repetition_penalty=repetition_penalty, seed=seed)
+        run = Run(self._iter(prompt, s, stop, num_samples, truncate_prompt, speculate))
+        for _ in run:
+            pass
+        return run.result
 
-    def complete(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
-                 top_k: int = 0, repetition_penalty: float = 1.0, stop: StopSpec = None, num_samples: int = 1,
-                 seed: int | None = None, truncate_prompt: bool = False,
-                 speculate: str | None = None) -> str | list[str]:
+    def complete(self, prompt: str, max_new_tokens: int | None = None, temperature: float | None = None,
+                 top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
+                 stop: StopSpec = None, num_samples: int = 1, seed: int | None = None, truncate_prompt: bool = False,
+                 *, sampling: Sampling | None = None, speculate: str | None = None) -> str | list[str]:
         """The completion of ``prompt`` (a list of ``num_samples`` completions when more than one).
+        Sampling settings: ``sampling`` (a ``Sampling``; default ``Sampling()``: 128 new tokens, temperature 0.2,
+        top-p 0.95) with any single setting given here on top. ``temperature=0`` is greedy.
         ``stop``: None, 'codegen' (the original truncation rules), a regex or a list of regexes (multiline), or a
-        callable text -> cut index. ``temperature=0`` is greedy. ``truncate_prompt`` keeps the prompt's last
-        tokens when it does not fit the context window (otherwise that is an error). ``speculate``: speculative
-        decoding for this call ('auto', 'on', 'off'; default: the model's ``speculate``), see speculative.py."""
+        callable text -> cut index. ``truncate_prompt`` keeps the prompt's last tokens when it does not fit the
+        context window (otherwise that is an error). ``speculate``: speculative decoding for this call ('auto', 'on',
+        'off'; default: the model's ``speculate``), see speculative.py."""
         out = self.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                             top_k=top_k, repetition_penalty=repetition_penalty, stop=stop, num_samples=num_samples,
-                            seed=seed, truncate_prompt=truncate_prompt, speculate=speculate)
+                            seed=seed, truncate_prompt=truncate_prompt, sampling=sampling, speculate=speculate)
         return out.texts[0] if num_samples == 1 else out.texts
 
-    def stream(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
-               top_k: int = 0, repetition_penalty: float = 1.0, stop: StopSpec = None, seed: int | None = None,
-               truncate_prompt: bool = False, speculate: str | None = None) -> Iterator[str]:
+    def stream(self, prompt: str, max_new_tokens: int | None = None, temperature: float | None = None,
+               top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
+               stop: StopSpec = None, seed: int | None = None, truncate_prompt: bool = False, *,
+               sampling: Sampling | None = None, speculate: str | None = None) -> Iterator[str]:
         """Yield the completion as text pieces while it is decoded; their concatenation equals ``complete()``."""
-        args = dict(locals(), num_samples=1)
-        yield from (piece for _, piece in self._iter(prompt, args))
+        s = Sampling.of(sampling, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                        repetition_penalty=repetition_penalty, seed=seed)
+        yield from (piece for _, piece in self._iter(prompt, s, stop, 1, truncate_prompt, speculate))
 
-    def _iter(self, prompt, args):
-        num_samples = args.get("num_samples", 1)
+    def _iter(self, prompt: str, s: Sampling, stop: StopSpec, num_samples: int, truncate_prompt: bool,
+              speculate: str | None):
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples={num_samples!r} must be an integer >= 1")
-        s = Sampling(max_new_tokens=args["max_new_tokens"], temperature=args["temperature"], top_p=args["top_p"],
-                     top_k=args["top_k"], repetition_penalty=args["repetition_penalty"], seed=args["seed"])
-        stop = make_stop(args["stop"])
-        ids = self._prompt_ids(prompt, args["truncate_prompt"])
-        with self.lock:
-            cache = self.model.new_cache(batch=1)
-            return (yield from iter_generation(self.model, self.tokenizer, cache, ids, s, stop,
-                                               num_samples=num_samples, speculate=self._speculate(args),
-                                               drafter=self.drafter))
+        stop = make_stop(stop)
+        ids = self._prompt_ids(prompt, truncate_prompt)
+        spec = self.speculator(s, speculate, num_samples)
+        cache = self.model.new_cache(batch=1)  # this call's own: only the model is shared, one step at a time
+        return (yield from locked_steps(iter_generation(self.model, self.tokenizer, cache, ids, s, stop,
+                                                        num_samples=num_samples, decode=self.decoding,
+                                                        speculator=spec), self.lock))
 
-    def _speculate(self, args) -> str:
-        from .speculative import check_mode
-        mode = args.get("speculate")
-        return check_mode(self.speculate if mode is None else mode)
+    def speculator(self, s: Sampling, speculate: str | None = None, num_samples: int = 1):
+        """The ``speculative.Speculator`` for one generation under ``speculate`` (default: this model's
+        ``speculate``), or None when it does not speculate (off, several samples, 'auto' while sampling...).
+        speculative.py is imported only when speculation is on or 'auto'."""
+        mode = self.speculate if speculate is None else speculate
+        if mode in ("off", None, False):
+            return None
+        from .speculative import check_mode, for_generation
+        mode = check_mode(mode)
+        return for_generation(mode, self.drafter, s, self.decoding) if num_samples == 1 else None
 
 
 def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",
@@ -168,17 +186,27 @@ def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype:
     load time from any checkpoint; a checkpoint written by ``convsynth convert --quantize int8`` is int8 already.
     ``speculate``: speculative decoding ('auto': greedy decoding, paused while it does not pay; 'on': sampling
     too; 'off'), drafting by prompt lookup, or with ``draft`` (a loaded smaller CodeGen with the same tokenizer)."""
-    from .tokenizer import CodeGenTokenizer
+    from .tokenizer import PACKAGED as PACKAGED_TOKENIZER, CodeGenTokenizer
     t0 = time.perf_counter()
     directory = checkpoint.resolve(name_or_path, revision)
     config = checkpoint.read_config(directory)
     dev = checkpoint.parse_device(device)
-    model = checkpoint.load_weights(directory, config, device=dev, dtype=checkpoint.parse_dtype(dtype, dev))
+    if config.quantization is not None:  # written by convsynth convert --quantize: int8 weights and their scales
+        from . import quant
+        model = quant.load_int8(directory, config, device=dev, dtype=checkpoint.parse_dtype(dtype, dev))
+    else:
+        model = checkpoint.load_weights(directory, config, device=dev, dtype=checkpoint.parse_dtype(dtype, dev))
     set_quantize(model, quantize)
-    set_fast(model, fast)
+    decoding = set_fast(model, fast)
     tokenizer = CodeGenTokenizer.from_pretrained(directory)
+    if len(tokenizer) > config.vocab_size and tokenizer.source != str(PACKAGED_TOKENIZER):
+        # The checkpoint ships this tokenizer: its ids past the embedding rows would crash at the first prompt.
+        raise CheckpointError(f"the tokenizer in {directory} has {len(tokenizer)} tokens but the model has only "
+                              f"{config.vocab_size} embedding rows (vocab_size): they do not belong together. "
+                              "Use the tokenizer files that came with these weights.")
     name = str(name_or_path) if name_or_path is not None else "convsynth-tiny"
-    cg = CodeGen(model, tokenizer, name=name, path=directory)
+    cg = CodeGen(model, tokenizer, name=name, path=directory, decoding=decoding)
+    cg.fast = fast
     from .speculative import check_mode
     cg.speculate = check_mode(speculate)
     if draft is not None:
@@ -196,16 +224,16 @@ def set_quantize(model, quantize: str | None) -> None:
         quant.quantize(model)
 
 
-def set_fast(model, fast: str | bool | None) -> None:
-    """Attach the fast decoder asked for; fast.py (and onednn.py) are imported only when that path could run."""
-    if getattr(model, "int8_note", None) and model.device.type == "cpu":
-        # int8 weights (quant.py) have their own CPU kernel: it is the decode path
-        model.fast_decoder, model.fast_note = None, model.int8_note
-        return
-    if getattr(model, "fast_note", None) == "onednn":  # packed by an earlier call: back to the plain layers
-        from . import onednn
-        onednn.unpack(model)
-    model.fast_decoder, model.fast_note = None, "eager"
+def set_fast(model, fast: str | bool | None) -> DecodePath:
+    """The decode path asked for, made ready for ``model`` (its layers packed for oneDNN, or a fast decoder built);
+    ``CodeGen`` holds it and hands it to generation. fast.py (and onednn.py) are imported only when that path could
+    run. Layers packed by an earlier call go back to plain ones first. int8 weights on a CPU run their own kernel
+    (quant.py): that is the decode path."""
+    quant = sys.modules.get("convsynth.quant")  # no weights are int8 before quant.py was imported
+    if quant is not None and quant.is_quantized(model) and model.device.type == "cpu":
+        return DecodePath(quant.describe(model))
+    if "convsynth.onednn" in sys.modules:  # nothing can be packed before onednn.py was imported
+        sys.modules["convsynth.onednn"].unpack(model)
     if fast == "onednn" or (fast in ("auto", True) and model.device.type == "cpu"):
         # CPU: oneDNN-packed weights for the ordinary forward (decode and prefill alike). "auto" takes it quietly
         # when it can run and the packed copy fits easily; asked for by name, it warns when it cannot run.
@@ -213,13 +241,9 @@ def set_fast(model, fast: str | bool | None) -> None:
         if fast != "onednn":
             why = onednn.unavailable(model) or onednn.no_room(model)
             if why:
-                model.fast_note = f"eager (auto: {why})"
-                return
-        model.fast_note = onednn.pack(model, auto=fast != "onednn")
-        return
+                return DecodePath("eager", f"auto: {why}")
+        return onednn.pack(model, auto=fast != "onednn")
     if fast in (False, None, "eager") or (fast in ("auto", True) and model.device.type != "cuda"):
-        return
+        return DecodePath()
     from . import fast as fast_mod
-    dec = fast_mod.attach(model, fast)
-    if model.fast_decoder is None:  # asked for a path that cannot run here: decode_path keeps the reason
-        model.fast_note = dec.describe()
+    return fast_mod.attach(model, fast)

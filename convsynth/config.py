@@ -9,6 +9,17 @@ from pathlib import Path
 from .errors import ConfigError
 
 MP_NUM = 4  # CodeGen's fused qkv projection is split into 4 fixed "model parallel" chunks
+ARCHITECTURES = ("CodeGenForCausalLM", "CodeGenModel")
+_INT, _INT_OR_NONE = (int,), (int, type(None))
+_TYPES = {"vocab_size": _INT, "n_positions": _INT, "n_embd": _INT, "n_layer": _INT, "n_head": _INT,
+          "rotary_dim": _INT_OR_NONE, "n_inner": _INT_OR_NONE, "activation_function": (str,),
+          "layer_norm_epsilon": (int, float), "bos_token_id": _INT_OR_NONE, "eos_token_id": _INT_OR_NONE,
+          "tie_word_embeddings": (bool,), "quantization": (str, type(None))}
+
+
+def _short(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass(frozen=True)
@@ -51,42 +62,64 @@ class CodeGenConfig:
             raise ConfigError(f"n_head={self.n_head}{where} is not divisible by {MP_NUM}: CodeGen's fused qkv "
                               f"projection is laid out as {MP_NUM} fixed chunks of whole heads, so this layout "
                               "cannot be represented.")
+        if self.quantization not in (None, "int8"):
+            raise ConfigError(f"quantization={self.quantization!r}{where}: convsynth reads float weights or the int8 "
+                              "weights convsynth convert --quantize int8 writes.")
         if self.rotary_dim is None or self.rotary_dim <= 0 or self.rotary_dim % 2:
             raise ConfigError(f"rotary_dim={self.rotary_dim}{where} must be a positive even number "
                               "(rotary embedding rotates pairs of dimensions).")
         if self.rotary_dim > self.head_dim:
             raise ConfigError(f"rotary_dim={self.rotary_dim}{where} is larger than the head size "
                               f"{self.head_dim} (n_embd / n_head).")
+        if not self.layer_norm_epsilon > 0:
+            raise ConfigError(f"layer_norm_epsilon={self.layer_norm_epsilon}{where} must be > 0.")
         if self.activation_function not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
             raise ConfigError(f"activation_function={self.activation_function!r}{where} is not supported; "
                               "CodeGen uses 'gelu_new'.")
 
     @classmethod
     def from_dict(cls, d: dict, name: str = "") -> "CodeGenConfig":
-        """Build from a config.json dict; unknown keys are ignored, missing ones take CodeGen's defaults."""
+        """Build from a config.json dict; unknown keys are ignored, missing ones take CodeGen's defaults. Values of
+        the wrong type, custom modelling code (``auto_map``) and other architectures are refused, naming the field."""
+        where = name or "config"
         model_type = d.get("model_type", "codegen")
         if model_type != "codegen":
-            raise ConfigError(f"model_type={model_type!r} in {name or 'config'}: convsynth runs CodeGen "
+            raise ConfigError(f"model_type={model_type!r} in {where}: convsynth runs CodeGen "
                               "checkpoints only (model_type 'codegen', e.g. Salesforce/codegen-350M-mono).")
+        if "auto_map" in d:
+            raise ConfigError(f"auto_map in {where} points at custom modelling code ({_short(d['auto_map'])}), "
+                              "which convsynth cannot verify (CodeGen2 is published that way): convsynth runs "
+                              f"CodeGen1 checkpoints only ({', '.join(ARCHITECTURES)}).")
+        arch = d.get("architectures")
+        if arch is not None and (not isinstance(arch, list) or not set(arch) <= set(ARCHITECTURES)):
+            raise ConfigError(f"architectures={_short(arch)} in {where}: convsynth runs only "
+                              f"{', '.join(ARCHITECTURES)} checkpoints.")
         known = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in known}
+        kw = {k: v for k, v in d.items() if k in known and k != "name"}
+        for key, value in kw.items():
+            types = _TYPES[key]
+            if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+                want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+                raise ConfigError(f"{key}={value!r} in {where} must be {want}, not {type(value).__name__}; "
+                                  "fix config.json.")
         if kw.get("rotary_dim") is None:  # the reference treats a missing rotary_dim as the whole head
-            kw["rotary_dim"] = int(kw.get("n_embd", 1024)) // int(kw.get("n_head", 16))
+            kw["rotary_dim"] = kw.get("n_embd", 1024) // max(kw.get("n_head", 16), 1)
         kw["name"] = name
-        try:
-            return cls(**kw)
-        except TypeError as e:
-            raise ConfigError(f"config {name} has a value of the wrong type: {e}") from None
+        return cls(**kw)
 
     @classmethod
     def from_json(cls, path: str | Path) -> "CodeGenConfig":
         path = Path(path)
         try:
-            d = json.loads(path.read_text())
+            d = json.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path} does not exist: a CodeGen checkpoint directory needs a config.json.") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not UTF-8 text (JSON files are UTF-8); save it again as UTF-8.") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path} is not valid JSON ({e}); re-download or rewrite the config.") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror or e}.") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{path} does not hold a JSON object.")
         return cls.from_dict(d, name=str(path))

@@ -26,6 +26,10 @@ class SamplingError(ConvsynthError, ValueError):
     """Sampling settings are out of range."""
 
 
+class UsageError(ConvsynthError, ValueError):
+    """An argument (a command-line flag, a problem range...) is out of range or malformed."""
+
+
 class SessionError(ConvsynthError):
     """A session operation cannot be done (bad index, nothing to undo, wrong model...)."""
 
@@ -38,8 +42,9 @@ class RemoteError(ConvsynthError, ConnectionError):
     """A model server (``convsynth.connect``) is down, refused a request, or broke off a reply."""
 
 
-class OptionError(ConvsynthError, ValueError):
-    """An option (device, dtype, stop pattern...) has a value convsynth cannot use."""
+class OptionError(ConfigError):
+    """An option (device, dtype, stop pattern...) has a value convsynth cannot use. It is also a ConfigError and a
+    ValueError, so code that catches either for a bad dtype or device keeps working."""
 
 
 class MissingDependency(ConvsynthError, ImportError):

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from .errors import ConvsynthError
 
 STATUSES = ("ok", "error", "timeout", "crashed", "memory", "expectation_failed")
+# A terminal escape: CSI sequences (colours, cursor moves, any parameters and final byte) and OSC ones (titles,
+# links) ended by BEL or ST. IPython colours tracebacks with them; results and views strip them with this one.
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(?::\s?.*)?$")
 _SET_LIMIT = (  # run in the child: lower the soft RLIMIT_DATA to {n} bytes (never above the hard limit)
     "import resource as _r\n_h = _r.getrlimit(_r.RLIMIT_DATA)[1]\n"
@@ -27,6 +30,22 @@ _SET_LIMIT = (  # run in the child: lower the soft RLIMIT_DATA to {n} bytes (nev
 
 class SandboxError(ConvsynthError, RuntimeError):
     """The sandbox cannot run code: its kernel does not start, or it was closed."""
+
+
+MIN_MEMORY = 64 * 2**20  # below this not even an idle Python process fits
+MEMORY_LIMIT = 2 * 2**30  # the default limit of a step, a script and an MTPB program
+
+
+def check_limits(timeout, memory_limit, error=SandboxError) -> None:
+    """Refuse limits that cannot work, before anything starts: ``timeout`` in seconds (0 or None: no limit),
+    ``memory_limit`` in bytes (None: no limit)."""
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not 0 <= timeout < float("inf")):
+        raise error(f"timeout={timeout!r} must be a number of seconds >= 0 (0 or None: no limit).")
+    if memory_limit is not None and (isinstance(memory_limit, bool) or not isinstance(memory_limit, int)
+                                     or memory_limit < MIN_MEMORY):
+        raise error(f"memory_limit={memory_limit!r} must be a number of bytes of at least {MIN_MEMORY} (64 MiB), "
+                    "e.g. 2 * 2**30 for 2 GiB, or None for no limit.")
 
 
 @dataclass
@@ -57,6 +76,14 @@ class ExecutionResult:
     def from_dict(cls, data: dict) -> ExecutionResult:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+# The program dies with the process that runs it (PR_SET_PDEATHSIG survives the exec; run_script waits in the thread
+# that started the child, so that thread outlives it). Linux only; elsewhere the timeout still ends it.
+_DIE_WITH_PARENT = (
+    "import sys\nif sys.platform.startswith('linux'):\n"
+    "    import ctypes, os, signal\n"
+    "    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG\n"
+    "    if os.getppid() != {parent}:\n        os._exit(1)\n")
 
 
 def _gib(n: int) -> str:
@@ -107,7 +134,7 @@ def _kill_group(pid: int) -> None:
 # ---------------------------------------------------------------------------- run_script
 
 
-def run_script(code: str, *, timeout: float = 20.0, memory_limit: int | None = 2 * 2**30,
+def run_script(code: str, *, timeout: float = 20.0, memory_limit: int | None = MEMORY_LIMIT,
                cwd: str | None = None, max_output: int = 100_000) -> ExecutionResult:
     """Run `code` as a program in a fresh `python` subprocess and report what happened.
 
@@ -121,14 +148,7 @@ def run_script(code: str, *, timeout: float = 20.0, memory_limit: int | None = 2
         path = os.path.join(tmp, "main.py")
         with open(path, "w", encoding="utf-8") as f:
             f.write(code)
-        # Set the limit, then exec the program so its tracebacks show only its own frames.
-        # (Not preexec_fn: that is unsafe when the caller has threads.)
-        launcher = (_SET_LIMIT.format(n=memory_limit) if memory_limit else "") + \
-            "import os, sys\nos.execv(sys.executable, [sys.executable, sys.argv[1]])\n"
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", MPLBACKEND="Agg")
-        proc = subprocess.Popen([sys.executable, "-c", launcher, path], cwd=cwd or tmp, env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = _start_script(path, cwd or tmp, memory_limit)
         try:
             out, err, truncated, timed_out = _collect(proc, start + timeout, max_output)
         finally:
@@ -136,9 +156,29 @@ def run_script(code: str, *, timeout: float = 20.0, memory_limit: int | None = 2
             proc.wait()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    res = script_result(proc.returncode, out, err, timed_out=timed_out, truncated=truncated, timeout=timeout,
+                        memory_limit=memory_limit, max_output=max_output)
+    res.duration = time.monotonic() - start
+    return res
 
+
+def _start_script(path: str, cwd: str, memory_limit: int | None) -> subprocess.Popen:
+    """Start `python path` in its own session, with the memory limit set and no stdin."""
+    # Set the limit, then exec the program so its tracebacks show only its own frames.
+    # (Not preexec_fn: that is unsafe when the caller has threads.)
+    launcher = (_SET_LIMIT.format(n=memory_limit) if memory_limit else "") + \
+        _DIE_WITH_PARENT.format(parent=os.getpid()) + \
+        "import os, sys\nos.execv(sys.executable, [sys.executable, sys.argv[1]])\n"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", MPLBACKEND="Agg")
+    return subprocess.Popen([sys.executable, "-c", launcher, path], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def script_result(rc: int, out: str, err: str, *, timed_out: bool, truncated: bool, timeout: float,
+                  memory_limit: int | None, max_output: int) -> ExecutionResult:
+    """How a script ended, from its exit code and output: ok, timeout, memory, crashed (a signal) or error,
+    with the exception line and traceback read from stderr."""
     res = ExecutionResult("ok", stdout=out, stderr=err, truncated=truncated, timed_out=timed_out)
-    rc = proc.returncode
     if timed_out:
         res.status, res.note = "timeout", f"Timed out after {timeout:g} s; killed."
     elif rc != 0:
@@ -156,7 +196,6 @@ def run_script(code: str, *, timeout: float = 20.0, memory_limit: int | None = 2
             res.note = f"The program failed ({_exit_words(rc)})."
     if truncated:
         res.note = f"{res.note} Output was cut to {max_output} characters.".strip()
-    res.duration = time.monotonic() - start
     return res
 
 

@@ -62,11 +62,7 @@ def static_step(model, tok: torch.Tensor, pos: torch.Tensor, k: torch.Tensor, v:
     cos_t, sin_t = model.rope(tok.device)
     cos, sin = cos_t.index_select(0, pos), sin_t.index_select(0, pos)          # (1, rot)
     mask = (torch.arange(bucket, device=tok.device) <= pos).view(1, 1, 1, bucket)  # keys up to the new token
-    slot = _StaticSlot(k, v, pos, bucket)
-    x = model.transformer.wte(tok)                                             # (B, 1, C)
-    for block in model.transformer.h:
-        x = block(x, cos, sin, slot, mask)
-    return model.lm_head(model.transformer.ln_f(x)).float()[:, -1]             # (B, V)
+    return model.trunk(tok, cos, sin, _StaticSlot(k, v, pos, bucket), mask)[:, -1]  # (B, V): the model's layers
 
 
 class FastDecoder:
@@ -204,12 +200,15 @@ class FastDecoder:
         return graph, s_tok, s_pos, out
 
 
-def attach(model, mode: str | bool | None = "auto") -> FastDecoder | None:
-    """Give ``model`` a fast decoder (``model.fast_decoder``), or remove it with mode False/None/"eager"."""
+def attach(model, mode: str | bool | None = "auto"):
+    """The decode path (``generate.DecodePath``) for ``model`` in ``mode``: a fast decoder, or eager with the
+    reason when the mode cannot run here (False/None/"eager": plain eager)."""
+    from .generate import DecodePath
     if mode in (False, None):
         mode = "eager"
     if mode is True:
         mode = "auto"
     dec = FastDecoder(model, mode)
-    model.fast_decoder = dec if dec.path != "eager" else None
-    return dec
+    if dec.path == "eager":
+        return DecodePath("eager", f"asked for {dec.requested}: {dec.reason}" if dec.reason else "")
+    return DecodePath(dec.path, decoder=dec)

@@ -21,7 +21,9 @@ from .stops import StopRule, per_sample
 
 @dataclass(frozen=True)
 class Sampling:
-    """Sampling settings as Hugging Face users know them; temperature 0 means greedy."""
+    """Sampling settings as Hugging Face users know them; temperature 0 means greedy. The one place their defaults
+    and checks live: every entry point (``CodeGen.generate/complete/stream``, ``Session``, the widget's settings)
+    takes a ``Sampling`` (``sampling=``) and/or single settings, and builds the settings with ``Sampling.of``."""
     max_new_tokens: int = 128
     temperature: float = 0.2
     top_p: float = 0.95
@@ -49,7 +51,18 @@ class Sampling:
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    @classmethod
+    def of(cls, base: "Sampling | None" = None, **settings) -> "Sampling":
+        """``base`` (default: ``Sampling()``) with the ``settings`` given; a setting left None keeps the base's."""
+        if base is not None and not isinstance(base, cls):
+            raise SamplingError(f"sampling={base!r} must be a convsynth Sampling (or None for the defaults).")
+        return (base if base is not None else cls()).replace(**settings)
+
     def replace(self, **changes) -> "Sampling":
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise SamplingError(f"unknown sampling setting {unknown[0]!r}; the settings are "
+                                f"{', '.join(f.name for f in dataclasses.fields(self))}.")
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def to_dict(self) -> dict:
@@ -87,23 +100,49 @@ def sample(logits: torch.Tensor, s: Sampling, seen: torch.Tensor | None, gen: to
     return torch.multinomial(probs, 1, generator=gen).squeeze(1)
 
 
+@dataclass
+class DecodePath:
+    """How a model's one-token decode steps run. ``CodeGen.decoding`` holds one and passes it to generation.
+
+    ``path``: 'eager', 'onednn' (the model's layers are oneDNN-packed, see onednn.py: the eager step runs on them),
+    'cuda_graphs' or 'compile'; ``reason``: why it is not the path that was asked for ('' when it is, else
+    "auto: ..." or "asked for X: ..."); ``decoder``: the fast.FastDecoder whose ``step`` replaces the eager step
+    (CUDA graphs, compile), None otherwise. Verbs: ``step`` and ``describe``."""
+    path: str = "eager"
+    reason: str = ""
+    decoder: object | None = None
+
+    def step(self, model, tok: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """tok (B,) at position cache.length -> logits (B, V); the cache advances by one. A fast decoder's result
+        may be a static buffer that the next step overwrites."""
+        if self.decoder is not None:
+            return self.decoder.step(tok, cache)
+        return model(tok[:, None], cache, last_only=True)[:, -1]
+
+    def describe(self) -> str:
+        """What ``CodeGen.decode_path`` says: the path, and in brackets why not the one asked for (a fast decoder
+        that fell back says so itself)."""
+        if self.decoder is not None:
+            return self.decoder.describe()
+        return self.path + (f" ({self.reason})" if self.reason else "")
+
+
+EAGER = DecodePath()
+
+
 @torch.inference_mode()
 def decode_tokens(model, cache: KVCache, prompt: torch.Tensor, s: Sampling, gen: torch.Generator | None,
-                  seen: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+                  seen: torch.Tensor | None = None, *, decode: DecodePath = EAGER) -> Iterator[torch.Tensor]:
     """Prefill ``prompt`` (B, T) into ``cache``, then yield (B,) token ids forever; the caller stops it.
-    After k tokens were yielded, the cache holds the prompt and the first k-1 of them. One-token steps go through
-    ``model.fast_decoder`` (CUDA graphs / compiled, see fast.py) when one is attached."""
-    fast = getattr(model, "fast_decoder", None)
+    After k tokens were yielded, the cache holds the prompt and the first k-1 of them. One-token steps run along
+    ``decode`` (CUDA graphs / compiled, see fast.py, when it holds a fast decoder)."""
     logits = model(prompt, cache, last_only=True)[:, -1]                   # (B, V)
     while True:
         tok = sample(logits, s, seen, gen)                                  # (B,)
         if seen is not None:
             seen[torch.arange(tok.shape[0], device=tok.device), tok] = True
         yield tok
-        if fast is not None:
-            logits = fast.step(tok, cache)                                  # (B, V), a static buffer
-        else:
-            logits = model(tok[:, None], cache, last_only=True)[:, -1]
+        logits = decode.step(model, tok, cache)                             # (B, V), maybe a static buffer
 
 
 @dataclass
@@ -193,15 +232,90 @@ def check_prompt(n_prompt: int, n_positions: int) -> None:
                                  "truncate_prompt=True to keep only its last tokens.")
 
 
+class Run:
+    """A generator being consumed, and what it returned: iterate it for its items; once it is exhausted, ``result``
+    holds its return value (a Completion; a Turn for ``Session.ask_stream``), so callers read an attribute instead
+    of catching ``StopIteration.value``. ``close()`` ends it early (``result`` stays None)."""
+
+    def __init__(self, gen: Iterator):
+        self._gen = gen
+        self.result = None
+
+    def __iter__(self) -> "Run":
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._gen)
+        except StopIteration as end:
+            self.result = end.value
+            raise StopIteration from None
+
+    def close(self) -> None:
+        self._gen.close()
+
+
+def locked_steps(gen: Iterator, lock) -> Iterator:
+    """``gen`` with ``lock`` held around each step and released at every yield, so that nothing waits on the lock
+    while a consumer holds the generator: a callback (``on_text``), a second generation in the same thread
+    (``zip`` of two streams), a stream left half-consumed or finished in another thread. Returns what ``gen``
+    returns. One decode step never depends on model state left by the previous one (the cache is the caller's)."""
+    try:
+        while True:
+            with lock:
+                try:
+                    item = next(gen)
+                except StopIteration as done:
+                    return done.value
+            yield item
+    finally:
+        gen.close()  # no model work (the token loop just stops), so no lock: this may run inside the collector
+
+
+def _start(model, cache: KVCache, new_ids: list[int], num_samples: int, max_new: int):
+    """The cache and the prompt tensor the token loop starts from, room reserved for ``max_new`` tokens. Several
+    samples share one prefill: all but the last id run with batch 1, then the cache is expanded to the batch."""
+    device = model.device
+    if num_samples > 1:
+        with torch.inference_mode():
+            if len(new_ids) > 1:
+                model(torch.tensor([new_ids[:-1]], device=device), cache, last_only=True)
+        cache = cache.expand(num_samples, capacity=cache.length + 1 + max_new)
+        return cache, torch.tensor([new_ids[-1:]] * num_samples, device=device)
+    cache.reserve(cache.length + len(new_ids) + max_new)
+    return cache, torch.tensor([new_ids], device=device)
+
+
+def _seen(model, s: Sampling, num_samples: int, context_ids: list[int]) -> torch.Tensor | None:
+    """The repetition penalty's record of the ids seen so far, one row a sample (None when it is off)."""
+    if s.repetition_penalty == 1.0:
+        return None
+    seen = torch.zeros(num_samples, model.config.vocab_size, dtype=torch.bool, device=model.device)
+    seen[:, torch.tensor(context_ids, device=model.device)] = True
+    return seen
+
+
+def _take(token: int, eos: int | None, detok: "_Detok") -> tuple[str | None, str]:
+    """One sampled token for a sample still going: (why it ended now, or None: 'eos' or 'stop'; the text it
+    adds)."""
+    if token == eos:
+        return "eos", ""
+    piece = detok.push(token)
+    return ("stop" if detok.cut is not None else None), piece
+
+
 def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sampling, stop: StopRule | None,
                     *, num_samples: int = 1, cancel: threading.Event | None = None,
-                    context_ids: list[int] | None = None, speculate: str = "off",
-                    drafter=None) -> Iterator[tuple[int, str]]:
+                    context_ids: list[int] | None = None, decode: DecodePath = EAGER,
+                    speculator=None) -> Iterator[tuple[int, str]]:
     """Prefill ``new_ids`` after what ``cache`` holds, then sample. Yields (sample index, text piece) and returns
     a Completion. With several samples, the prompt is prefilled once and the cache is expanded to a batch.
     ``context_ids`` (the cached ids plus new_ids) feed the repetition penalty and prompt-lookup drafts.
-    ``speculate`` ('auto', 'on', 'off') and ``drafter`` (a draft model's drafter, else prompt lookup): speculative
-    decoding for a single sample (speculative.py, imported only then)."""
+    ``decode``: how one-token steps run (the model's ``CodeGen.decoding``; default: eager). ``speculator``: a
+    ``speculative.Speculator`` (``CodeGen.speculator`` makes one, for a single sample) that produces the tokens
+    instead, drafting and verifying; the Completion reports its acceptance rate."""
+    if speculator is not None and num_samples != 1:
+        raise ValueError("speculative decoding draws one sample at a time (num_samples=1)")
     n_pos = model.config.n_positions
     cached = cache.length
     room = n_pos - cached - len(new_ids)
@@ -209,37 +323,21 @@ def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sam
         raise ContextWindowError(f"{cached + len(new_ids)} tokens do not leave room for a new token in the "
                                  f"context window of {n_pos}.")
     max_new = min(s.max_new_tokens, room)
-    device = model.device
     gen = None
     if s.seed is not None and not s.greedy:
-        gen = torch.Generator(device=device).manual_seed(s.seed)
+        gen = torch.Generator(device=model.device).manual_seed(s.seed)
     t0 = time.perf_counter()
-    if num_samples > 1:  # prefill once with batch 1, then share the prefix between samples
-        with torch.inference_mode():
-            if len(new_ids) > 1:
-                model(torch.tensor([new_ids[:-1]], device=device), cache, last_only=True)
-        cache = cache.expand(num_samples, capacity=cache.length + 1 + max_new)
-        prompt = torch.tensor([new_ids[-1:]] * num_samples, device=device)
-    else:
-        cache.reserve(cached + len(new_ids) + max_new)
-        prompt = torch.tensor([new_ids], device=device)
-    seen = None
-    if s.repetition_penalty != 1.0:
-        seen = torch.zeros(num_samples, model.config.vocab_size, dtype=torch.bool, device=device)
-        seen[:, torch.tensor(context_ids or new_ids, device=device)] = True
+    cache, prompt = _start(model, cache, new_ids, num_samples, max_new)
+    seen = _seen(model, s, num_samples, context_ids or new_ids)
     detoks = [_Detok(tokenizer, stop) for _ in range(num_samples)]
     reasons: list[str | None] = [None] * num_samples
     eos = tokenizer.eos_token_id
     steps, ttft, t_first = 0, 0.0, 0.0
     raw: list[list[int]] = [[] for _ in range(num_samples)]
-    spec = None
-    if speculate not in ("off", None, False) and num_samples == 1:
-        from .speculative import for_generation
-        spec = for_generation(speculate, drafter, s, model)
-    if spec is not None:
-        tokens = spec.tokens(model, cache, prompt, s, gen, seen, context_ids or new_ids)
+    if speculator is not None:
+        tokens = speculator.tokens(model, cache, prompt, s, gen, seen, context_ids or new_ids, decode=decode)
     else:
-        tokens = decode_tokens(model, cache, prompt, s, gen, seen)
+        tokens = decode_tokens(model, cache, prompt, s, gen, seen, decode=decode)
     try:
         for step in range(max_new):
             if cancel is not None and cancel.is_set():
@@ -252,16 +350,10 @@ def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sam
                 ttft = t_first - t0
             for i, t in enumerate(ids):
                 raw[i].append(t)
-                if reasons[i]:
-                    continue
-                if t == eos:
-                    reasons[i] = "eos"
-                    continue
-                piece = detoks[i].push(t)
-                if detoks[i].cut is not None:
-                    reasons[i] = "stop"
-                if piece:
-                    yield i, piece
+                if not reasons[i]:
+                    reasons[i], piece = _take(t, eos, detoks[i])
+                    if piece:
+                        yield i, piece
             if all(reasons):
                 break
     finally:
@@ -281,6 +373,6 @@ def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sam
         time_to_first_token=ttft,
         decode_tokens_per_s=(steps - 1) / elapsed if steps > 1 and elapsed > 0 else 0.0,
         generated_tokens=steps, raw_ids=raw,
-        acceptance_rate=spec.stats.acceptance_rate if spec is not None else None,
-        drafted_tokens=spec.stats.drafted if spec is not None else 0,
+        acceptance_rate=speculator.stats.acceptance_rate if speculator is not None else None,
+        drafted_tokens=speculator.stats.drafted if speculator is not None else 0,
     )

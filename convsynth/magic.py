@@ -89,7 +89,7 @@ class ConvsynthMagics(Magics):
         if not instructions:
             raise SessionError("the %%convsynth cell is empty: write one instruction per line.")
         s = self.current()
-        from .session import comment_lines
+        from .turns import comment_lines
         steps = []
         for instruction in instructions:
             turn = s.ask(instruction, run=False, **overrides)

@@ -112,12 +112,18 @@ class CodeGenModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.transformer.wte.weight.dtype
 
-    def rope(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+    def rope(self, device, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin tables covering at least ``length`` positions (default: the whole context window). They grow
+        by doubling as longer prompts come: a config with a huge n_positions costs only what is used."""
         # Kept outside the module's buffers so .to(half) never rounds the tables.
         device = torch.device(device)
-        if device not in self._rope:
+        n = self.config.n_positions
+        need = n if length is None else min(length, n)
+        have = self._rope.get(device)
+        if have is None or have[0].shape[0] < need:
+            size = n if length is None else min(n, max(need, 2 * (have[0].shape[0] if have else 0), 256))
             with torch.inference_mode(False):  # normal tensors: a model used for inference can still be trained
-                self._rope[device] = rotary_tables(self.config.n_positions, self.config.rotary_dim, device)
+                self._rope[device] = rotary_tables(size, self.config.rotary_dim, device)
         return self._rope[device]
 
     def new_cache(self, batch: int = 1, capacity: int = 0) -> KVCache:
@@ -129,16 +135,25 @@ class CodeGenModel(nn.Module):
         start = cache.length if cache is not None else 0
         if start + T > self.config.n_positions:
             raise ValueError(f"{start + T} positions exceed the context window of {self.config.n_positions}")
-        cos, sin = self.rope(ids.device)
+        cos, sin = self.rope(ids.device, start + T)
         cos, sin = cos[start:start + T], sin[start:start + T]  # (T, rot)
         mask = None
         if start and T > 1:  # new tokens after cached ones: causal, offset by the cached length
             mask = torch.ones(T, start + T, dtype=torch.bool, device=ids.device).tril(diagonal=start)
+        logits = self.trunk(ids, cos, sin, cache, mask, last_only=last_only)
+        if cache is not None:
+            cache.advance(T)
+        return logits
+
+    def trunk(self, ids: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache, mask: torch.Tensor | None, *,
+              last_only: bool = False) -> torch.Tensor:
+        """The layers every decode path runs, shared by ``forward`` and the fixed-shape step (fast.py): ids (B, T)
+        at the positions whose rotary rows are ``cos``/``sin`` (T, rot) -> fp32 logits (B, T or 1, V). Each layer
+        writes its keys/values through ``cache`` (a KVCache, or the fixed-shape step's slot) and attends under
+        ``mask`` (None: causal, or a single token)."""
         x = self.transformer.wte(ids)                           # (B, T, C)
         for block in self.transformer.h:
             x = block(x, cos, sin, cache, mask)
-        if cache is not None:
-            cache.advance(T)
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.transformer.ln_f(x)).float()   # (B, T or 1, V)

@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import ContextWindowError, UsageError, describe
+from .flags import model_flags
 from .mtpb_check import (DEFAULT_TIMEOUT, PREAMBLE, Problem, build_program, check, load_problems, mtpb_score,
                          pass_at_k)
 
@@ -47,7 +50,9 @@ def generate_case(cg, problem: Problem, case: int, *, sample: int = 0, single_tu
     instructions = problem.turns(case)
     t0 = time.perf_counter()
     s_seed = None if seed is None else seed + 1000 * sample
-    with Session(cg, PREAMBLE, stop="codegen", max_new_tokens=problem.max_gen_length, temperature=temperature,
+    # a problem may ask for more tokens than the window holds: at most half of it, so the history still fits
+    max_new = max(1, min(problem.max_gen_length, cg.config.n_positions // 2))
+    with Session(cg, PREAMBLE, stop="codegen", max_new_tokens=max_new, temperature=temperature,
                  top_p=top_p, seed=s_seed) as session:
         if single_turn:  # the paper's comparison: every instruction at once, one generation
             max_new = min(problem.max_gen_length * len(instructions), cg.config.n_positions // 2)
@@ -73,19 +78,47 @@ def parse_ids(spec: str | None, problems: list[Problem]) -> list[Problem]:
     wanted: set[int] = set()
     for part in spec.split(","):
         a, _, b = part.strip().partition("-")
-        wanted.update(range(int(a), int(b or a) + 1))
-    return [p for p in problems if p.id in wanted]
+        try:
+            lo, hi = int(a), int(b or a)
+        except ValueError:
+            raise UsageError(f"--problems {spec!r}: use problem ids such as 1,3,10-12.") from None
+        if lo > hi:
+            raise UsageError(f"--problems {spec!r}: the range {part.strip()} is empty; write it low-high.")
+        wanted.update(range(lo, hi + 1))
+    chosen = [p for p in problems if p.id in wanted]
+    if not chosen:
+        raise UsageError(f"--problems {spec!r} matches none of the problems "
+                         f"({min(p.id for p in problems)}-{max(p.id for p in problems)}).")
+    return chosen
 
 
 def read_samples(out: str | Path | None) -> dict[tuple, Sample]:
     """The samples already in the JSONL file ``out`` (a run resumes from them), keyed by (problem, case, sample)."""
     done: dict[tuple, Sample] = {}
     if out is not None and Path(out).exists():
-        for line in Path(out).read_text().splitlines():
+        for n, line in enumerate(Path(out).read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             if line.strip():
-                d = json.loads(line)
-                done[(d["problem"], d["case"], d["sample"])] = Sample(**d)
+                try:
+                    d = json.loads(line)
+                    done[(d["problem"], d["case"], d["sample"])] = Sample(**d)
+                except (ValueError, KeyError, TypeError) as e:  # a killed run leaves a cut last line
+                    warnings.warn(f"{out} line {n} is damaged ({describe(e)}); it is skipped and generated again.",
+                                  stacklevel=3)
     return done
+
+
+def open_append(out: str | Path):
+    """``out`` opened for appending records; a line cut by a killed run is ended first, so the next record starts
+    on a line of its own instead of being glued to the damaged one (and lost on the next resume)."""
+    path = Path(out)
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, 2)
+            cut = f.read(1) != b"\n"
+        if cut:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write("\n")
+    return open(path, "a", encoding="utf-8")
 
 
 def run(cg, problems: list[Problem], *, samples: int = 1, temperature: float = 0.0, top_p: float = 0.95,
@@ -100,7 +133,7 @@ def run(cg, problems: list[Problem], *, samples: int = 1, temperature: float = 0
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(todo), desc="MTPB", unit="program")
-    sink = open(out, "a") if out is not None else None
+    sink = open_append(out) if out is not None else None
     pending: list[tuple[Sample, Future]] = []
 
     def finish(sample: Sample, fut: Future) -> None:
@@ -116,8 +149,18 @@ def run(cg, problems: list[Problem], *, samples: int = 1, temperature: float = 0
     try:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # checks run while the model generates
             for problem, case, k in todo:
-                smp = generate_case(cg, problem, case, sample=k, single_turn=single_turn, temperature=temperature,
-                                    top_p=top_p, seed=seed)
+                try:
+                    smp = generate_case(cg, problem, case, sample=k, single_turn=single_turn,
+                                        temperature=temperature, top_p=top_p, seed=seed)
+                except ContextWindowError as e:  # this case cannot run on this model; the others still can
+                    smp = Sample(problem.id, case, k, [], "", 0, 0, 0.0, passed=False, error=describe(e))
+                    done[smp.key] = smp
+                    if sink is not None:
+                        sink.write(json.dumps(smp.__dict__) + "\n")
+                        sink.flush()
+                    if bar is not None:
+                        bar.update(1)
+                    continue
                 pending.append((smp, pool.submit(check, smp.program, problem.expected(case), timeout=timeout)))
                 while pending and pending[0][1].done():
                     finish(*pending.pop(0))
@@ -176,11 +219,7 @@ def format_report(rep: dict) -> str:
 def add_arguments(p) -> None:
     p.add_argument("--data", default=os.environ.get("CONVSYNTH_MTPB"),
                    help="path of mtpb.jsonl (default: $CONVSYNTH_MTPB, else the copy bundled with convsynth)")
-    p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: the packaged model)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--fast", default="auto", choices=["auto", "cuda_graphs", "compile", "onednn", "eager"],
-                   help="decode step: auto = CUDA graphs on a GPU, oneDNN-packed weights on a CPU (when they fit)")
+    model_flags(p)
     p.add_argument("--problems", default=None, help="ids such as 1,2,10-20 (default: all)")
     p.add_argument("--samples", type=int, default=1, help="programs per test case (the paper: 40)")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
@@ -198,19 +237,42 @@ def add_arguments(p) -> None:
     p.add_argument("--api-key", default=None, help="the server's API key")
 
 
+def _check_args(args) -> None:
+    """Everything the run would trip over at its end, refused before it starts."""
+    if args.samples < 1:
+        raise UsageError(f"--samples {args.samples}: give at least 1 program per test case.")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: give at least 1.")
+    if not args.timeout > 0:
+        raise UsageError(f"--timeout {args.timeout}: give a number of seconds > 0.")
+    for flag, path in (("--out", args.out), ("--report", args.report)):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise UsageError(f"{flag} {path}: the folder {Path(path).resolve().parent} does not exist; create it "
+                             "first.")
+        if path and Path(path).is_dir():
+            raise UsageError(f"{flag} {path} is a directory; give a file path.")
+
+
+def problems_for(args) -> list:
+    """``convsynth mtpb``'s arguments checked, and the problems they choose."""
+    _check_args(args)
+    return parse_ids(args.problems, load_problems(args.data))
+
+
+def finish(rep: dict, args) -> int:
+    """Print the report, and write it where ``--report`` says."""
+    print(format_report(rep))
+    if args.report:
+        Path(args.report).write_text(json.dumps(rep, indent=1))
+    return 0
+
+
 def main(args) -> int:
+    """``convsynth mtpb`` in this process (``--ray``: ``mtpb_ray.main``, which the CLI calls instead)."""
     from . import load
-    problems = parse_ids(args.problems, load_problems(args.data))
     if getattr(args, "ray", None):
-        from .mtpb_ray import run as run_on_ray
-        rep = run_on_ray(args.model, problems, address=args.ray, replicas=args.replicas, device=args.device,
-                         dtype=args.dtype, fast=args.fast, samples=args.samples, temperature=args.temperature,
-                         top_p=args.top_p, seed=args.seed, single_turn=args.single_turn, out=args.out,
-                         jobs=args.jobs, timeout=args.timeout)
-        print(format_report(rep))
-        if args.report:
-            Path(args.report).write_text(json.dumps(rep, indent=1))
-        return 0
+        raise UsageError("--ray runs on the cluster: call convsynth.mtpb_ray.main(args) (the CLI does).")
+    problems = problems_for(args)
     if getattr(args, "server", None):
         from .remote import connect
         cg = connect(args.server, model=args.model, api_key=args.api_key)
@@ -218,7 +280,4 @@ def main(args) -> int:
         cg = load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
     rep = run(cg, problems, samples=args.samples, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
               single_turn=args.single_turn, out=args.out, jobs=args.jobs, timeout=args.timeout)
-    print(format_report(rep))
-    if args.report:
-        Path(args.report).write_text(json.dumps(rep, indent=1))
-    return 0
+    return finish(rep, args)

@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ConvsynthError
+from .execution import MEMORY_LIMIT
 from .stops import truncate_codegen
-
-PREAMBLE = "# Import libraries.\n\nimport numpy as np\n\n"
+from .turns import MTPB_PREAMBLE as PREAMBLE  # the prompt every problem starts from
 DEFAULT_MAX_GEN_LENGTH = 256      # the original's default, used by problems 39-45 which have no max_gen_length
 DEFAULT_TIMEOUT = 20.0            # seconds per program, as in the original
-DEFAULT_MEMORY_LIMIT = 2 * 2**30
+DEFAULT_MEMORY_LIMIT = MEMORY_LIMIT
 KILL_GRACE = 5.0                  # the process is killed this long after the in-script alarm (startup, stuck C code)
 MTPB_SHA256 = "3ab79ddb160f484a63491330ba72204930d56cc946f7c0c5fb469622a941f89c"
 DATA_PATH = Path(__file__).resolve().parent / "data" / "mtpb" / "mtpb.jsonl"  # bundled, with SOURCE.md and LICENSE

@@ -14,7 +14,7 @@ from collections import deque
 from pathlib import Path
 
 from .errors import ConvsynthError
-from .mtpb import Sample, read_samples, report
+from .mtpb import Sample, open_append, read_samples, report
 from .mtpb_check import DEFAULT_TIMEOUT, Problem
 
 NAMESPACE = "convsynth"
@@ -88,7 +88,7 @@ def run(model, problems: list[Problem], *, address: str | None = "local", replic
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(todo), desc=f"MTPB on Ray ({replicas} replicas)", unit="program")
-    sink = open(out, "a") if out is not None else None
+    sink = open_append(out) if out is not None else None
     started = [0]
     retried = 0
 
@@ -163,3 +163,13 @@ def run(model, problems: list[Problem], *, address: str | None = "local", replic
     rep = report(problems, list(done.values()), samples=samples, skip_unavailable=skip_unavailable)
     rep["ray"] = {"replicas": replicas, "actors_started": started[0], "retried_cases": retried}
     return rep
+
+
+def main(args) -> int:
+    """``convsynth mtpb --ray ADDRESS``: the run on the cluster, the same report as ``mtpb.main``."""
+    from .mtpb import finish, problems_for
+    problems = problems_for(args)
+    rep = run(args.model, problems, address=args.ray, replicas=args.replicas, device=args.device, dtype=args.dtype,
+              fast=args.fast, samples=args.samples, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+              single_turn=args.single_turn, out=args.out, jobs=args.jobs, timeout=args.timeout)
+    return finish(rep, args)

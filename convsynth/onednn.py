@@ -6,8 +6,9 @@ well under the machine's bandwidth on small machines; oneDNN's inner-product ker
 its blocked layout streams it markedly faster (on the 2-core EPYC where convsynth was built: 44.6 ms against 69.6 ms
 for the 350M model's matrices in benchmarks/gemv_ceiling.py, and 64 against 82 ms per decoded token end to end).
 
-The packed copy lives beside each ``nn.Linear``'s own weight, which stays as it is (state dicts, conversion and the
-reference comparisons keep working), so the weights take twice the memory. ``fast="auto"`` on a CPU therefore packs
+Packing turns each ``nn.Linear`` into a ``PackedLinear`` in place (its class changes; the module, its parameters
+and hooks stay the same objects). The packed copy lives beside the layer's own weight, which stays as it is (state
+dicts, conversion and the reference comparisons keep working), so the weights take twice the memory. ``fast="auto"`` on a CPU therefore packs
 only when the copy fits easily (at most a quarter of the memory available); ``fast="onednn"`` packs regardless.
 The packed copy serves inference only: with gradients enabled a layer uses its own weight (so training works); a
 weight changed in place or replaced (``load_state_dict``, an optimizer step, ``.data =``) is repacked at its next use;
@@ -15,7 +16,6 @@ a layer moved off the CPU or to another dtype (``.to("cuda")``, ``.half()``) com
 """
 from __future__ import annotations
 
-import types
 import warnings
 
 import torch
@@ -81,27 +81,54 @@ def _key(weight: torch.Tensor) -> tuple:
     return weight.data_ptr(), weight.dtype, weight.device, version
 
 
-def _packed_forward(self, x: torch.Tensor) -> torch.Tensor:
-    w = self.weight
-    if ((torch.is_grad_enabled() and (w.requires_grad or x.requires_grad))  # the packed copy carries no gradient
-            or w.device.type != "cpu" or w.dtype not in DTYPES or x.dtype != w.dtype):  # moved or cast since
-        return F.linear(x, w, self.bias)
-    key = _key(w)
-    if key != self.packed_key:  # changed or replaced since it was packed
-        try:
-            self.packed_weight = _reorder(w)
-        except Exception:  # noqa: BLE001 -- cannot pack this weight now: the plain path, until it changes again
-            self.packed_weight = None
-        self.packed_key = key
-    if self.packed_weight is None:
-        return F.linear(x, w, self.bias)
-    return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [None], "")
+class PackedLinear(nn.Linear):
+    """An ``nn.Linear`` that computes through a oneDNN-packed copy of its weight (``packed_weight``, made from the
+    weight ``packed_key`` names) when it can, and through its own weight otherwise: with gradients, after a move
+    or a cast, or when the weight cannot be packed. ``pack_linear`` makes one in place, ``unpack_linear`` undoes
+    it. The copy is not a parameter or a buffer: state dicts and ``.to()`` see the plain layer."""
+
+    packed_weight: torch.Tensor | None
+    packed_key: tuple | None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if ((torch.is_grad_enabled() and (w.requires_grad or x.requires_grad))  # the copy carries no gradient
+                or w.device.type != "cpu" or w.dtype not in DTYPES or x.dtype != w.dtype):  # moved or cast since
+            return F.linear(x, w, self.bias)
+        key = _key(w)
+        if key != self.packed_key:  # changed or replaced since it was packed
+            try:
+                self.packed_weight = _reorder(w)
+            except Exception:  # noqa: BLE001 -- cannot pack this weight now: the plain path, until it changes
+                self.packed_weight = None
+            self.packed_key = key
+        if self.packed_weight is None:
+            return F.linear(x, w, self.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [None], "")
 
 
-def pack(model, *, auto: bool = False) -> str:
-    """Pack every ``nn.Linear`` of ``model`` for oneDNN and route its forward through the packed copy. Returns
-    the decode path that now runs: 'onednn', or 'eager (asked for onednn: <why not>)' after a warning (with
-    ``auto``, chosen rather than asked for: 'eager (auto: <why not>)', quietly)."""
+def pack_linear(m: nn.Linear, packed: torch.Tensor) -> PackedLinear:
+    """``m`` becomes a PackedLinear computing through ``packed`` (its weight reordered), in place."""
+    if not isinstance(m, PackedLinear):
+        m.plain_class = type(m)
+        m.__class__ = PackedLinear
+    m.packed_weight, m.packed_key = packed, _key(m.weight)
+    return m
+
+
+def unpack_linear(m: PackedLinear) -> nn.Linear:
+    """Back to the layer's own class and weight, in place; the packed copy is freed."""
+    m.__class__ = m.__dict__.pop("plain_class", nn.Linear)
+    for name in ("packed_weight", "packed_key"):
+        m.__dict__.pop(name, None)
+    return m
+
+
+def pack(model, *, auto: bool = False):
+    """Pack every ``nn.Linear`` of ``model`` for oneDNN (each becomes a PackedLinear). Returns the decode path
+    (``generate.DecodePath``) that now runs: 'onednn', or eager with the reason 'asked for onednn: <why not>'
+    after a warning (with ``auto``, chosen rather than asked for: 'auto: <why not>', quietly)."""
+    from .generate import DecodePath
     why = unavailable(model)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not why:
@@ -111,20 +138,18 @@ def pack(model, *, auto: bool = False) -> str:
             # that a later PyTorch renamed...: any failure means the plain path
             why = f"oneDNN could not pack the weights ({describe(err)})"
     if why and auto:
-        return f"eager (auto: {why})"
+        return DecodePath("eager", f"auto: {why}")
     if why:
         warnings.warn(f"convsynth fast decode: {why}; decoding runs on the eager path.", RuntimeWarning,
                       stacklevel=3)
-        return f"eager (asked for onednn: {why})"
+        return DecodePath("eager", f"asked for onednn: {why}")
     for m, w in zip(linears, packed):
-        m.packed_weight, m.packed_key = w, _key(m.weight)
-        m.forward = types.MethodType(_packed_forward, m)
-    return "onednn"
+        pack_linear(m, w)
+    return DecodePath("onednn")
 
 
 def unpack(model) -> None:
-    """Back to the plain ``nn.Linear`` forward (and free the packed copies)."""
+    """Back to the plain ``nn.Linear`` layers (and free the packed copies)."""
     for m in model.modules():
-        if isinstance(m, nn.Linear) and "packed_weight" in m.__dict__:
-            for name in ("packed_weight", "packed_key", "forward"):
-                m.__dict__.pop(name, None)
+        if isinstance(m, PackedLinear):
+            unpack_linear(m)

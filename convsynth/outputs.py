@@ -10,8 +10,9 @@ from __future__ import annotations
 from .sharing import PICKLE_MIME
 
 
-def to_outputs(result) -> list[dict]:
-    """``result`` (an ExecutionResult, or None) as a list of nbformat v4 output dicts."""
+def to_outputs(result, drop: tuple[str, ...] = (PICKLE_MIME,)) -> list[dict]:
+    """``result`` (an ExecutionResult, or None) as a list of nbformat v4 output dicts, without the MIME types in
+    ``drop`` (by default the pickled value, which only the sandbox's ``get`` reads)."""
     if result is None:
         return []
     out = []
@@ -20,7 +21,7 @@ def to_outputs(result) -> list[dict]:
         if text:
             out.append({"output_type": "stream", "name": name, "text": text})
     for bundle in result.outputs:
-        data = {mime: value for mime, value in bundle.items() if mime != PICKLE_MIME}
+        data = {mime: value for mime, value in bundle.items() if mime not in drop}
         if data:
             out.append({"output_type": "display_data", "data": data, "metadata": {}})
     if result.error:

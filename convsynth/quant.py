@@ -1,8 +1,9 @@
 """int8 weights (``convsynth.load(..., quantize="int8")``): per-channel int8 for every linear layer and the output.
 
 Verbs: ``quantize`` (replace every ``nn.Linear`` of a loaded model with an ``Int8Linear``, from any float
-checkpoint), ``load_int8`` (read a checkpoint that ``convsynth convert --quantize int8`` wrote), ``state_dict``
-(the int8 tensors to save), ``describe`` (which kernel runs). Imported only when int8 is asked for.
+checkpoint), ``convert`` (write an int8 checkpoint: ``convsynth convert --quantize int8``), ``load_int8`` (read
+one), ``state_dict`` (the int8 tensors to save), ``describe`` (which kernel runs). Imported only when int8 is asked
+for.
 
 Weights: symmetric per output channel, ``w ~= qweight * scale[:, None]`` with qweight in [-127, 127].
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -198,18 +200,20 @@ def state_dict(model) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in model.state_dict().items()}
 
 
-def load_int8(files, config, *, device: torch.device, dtype: torch.dtype, directory) -> nn.Module:
-    """Build the model on the meta device with Int8Linear layers and place a saved int8 checkpoint into it."""
-    from .checkpoint import IGNORED, _assign, iter_tensors
+def load_int8(directory, config, *, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """Build the model on the meta device with Int8Linear layers and place a saved int8 checkpoint (``convert``)
+    into it."""
+    from .checkpoint import IGNORED, _assign, _find_weights, iter_tensors
     from .errors import CheckpointError
     from .model import CodeGenModel
     with torch.device("meta"):
         model = CodeGenModel(config)
     _swap(model, lambda lin: Int8Linear(lin.in_features, lin.out_features, lin.bias is not None, device="meta"))
-    expected = dict(model.named_parameters())
+    params = dict(model.named_parameters())
+    expected = dict(params)
     expected.update((n, b) for n, b in model.named_buffers() if b is not None)
     problems, seen = [], set()
-    for name, t in iter_tensors(files, None):
+    for name, t in iter_tensors(_find_weights(directory), None, quantized=True):
         if IGNORED.search(name):
             continue
         want = expected.get(name)
@@ -218,9 +222,9 @@ def load_int8(files, config, *, device: torch.device, dtype: torch.dtype, direct
                                                          f" should be {tuple(want.shape)}"))
             continue
         keep = t.dtype if name.endswith((".qweight", ".scale")) or not t.is_floating_point() else \
-            (dtype if name in dict(model.named_parameters()) else torch.float32)
+            (dtype if name in params else torch.float32)
         value = t.to(device=device, dtype=keep)
-        if name in dict(model.named_parameters()):
+        if name in params:
             _assign(model, name, nn.Parameter(value, requires_grad=False))
         else:
             owner, _, attr = name.rpartition(".")
@@ -233,3 +237,21 @@ def load_int8(files, config, *, device: torch.device, dtype: torch.dtype, direct
     model.eval()
     choose_kernel(model)
     return model
+
+
+def convert(src, dst, *, dtype: str | None = None, revision: str | None = None) -> Path:
+    """``convsynth convert --quantize int8``: write ``src`` (any checkpoint ``load`` reads, int8 already or not)
+    to ``dst`` with int8 weights and per-channel scales, which ``load`` reads directly."""
+    import dataclasses
+    from . import checkpoint
+    directory = checkpoint.resolve(src, revision)
+    config = checkpoint.read_config(directory)
+    checkpoint.check_destination(dst)
+    cpu = torch.device("cpu")
+    float_dtype = checkpoint.parse_dtype(dtype or "float32", cpu)
+    if config.quantization is not None:
+        model = load_int8(directory, config, device=cpu, dtype=float_dtype)
+    else:
+        model = checkpoint.load_weights(directory, config, device=cpu, dtype=float_dtype)
+        quantize(model)
+    return checkpoint.write(dst, state_dict(model), dataclasses.replace(config, quantization="int8"), directory)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .errors import RemoteError
-from .generate import Completion, Sampling, _stable_end, check_prompt
+from .generate import Completion, Run, Sampling, _stable_end, check_prompt
 from .stops import StopSpec, make_stop, per_sample
 
 RETRY_STATUS = {429, 502, 503, 504}  # busy or restarting: worth another try; other 4xx/5xx are refusals
@@ -81,48 +81,50 @@ class RemoteCodeGen:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
 
-    def generate(self, prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
-                 top_k: int = 0, repetition_penalty: float = 1.0, stop: StopSpec = None, num_samples: int = 1,
-                 seed: int | None = None, truncate_prompt: bool = False) -> Completion:
+    def generate(self, prompt: str, *, max_new_tokens: int | None = None, temperature: float | None = None,
+                 top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
+                 stop: StopSpec = None, num_samples: int = 1, seed: int | None = None, truncate_prompt: bool = False,
+                 sampling: Sampling | None = None) -> Completion:
         """The full Completion record, as ``CodeGen.generate``; several samples are several requests."""
-        s = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                     repetition_penalty=repetition_penalty, seed=seed)
+        s = Sampling.of(sampling, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                        repetition_penalty=repetition_penalty, seed=seed)
         ids = self.encode(prompt)
         if truncate_prompt and len(ids) >= self.config.n_positions:
             ids = ids[-(self.config.n_positions - 1):]
             prompt = self.decode(ids)
-        comps = [self._drain(self.turn_stream(prompt, len(ids), s.replace(seed=None if seed is None else seed + i),
+        comps = [self._drain(self.turn_stream(prompt, len(ids), s.replace(seed=None if s.seed is None else s.seed + i),
                                               make_stop(stop))) for i in range(num_samples)]
         first = comps[0]
         first.texts, first.token_ids = [c.texts[0] for c in comps], [c.token_ids[0] for c in comps]
         first.finish_reasons = [c.finish_reasons[0] for c in comps]
         return first
 
-    def complete(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
-                 top_k: int = 0, repetition_penalty: float = 1.0, stop: StopSpec = None, num_samples: int = 1,
-                 seed: int | None = None, truncate_prompt: bool = False) -> str | list[str]:
+    def complete(self, prompt: str, max_new_tokens: int | None = None, temperature: float | None = None,
+                 top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
+                 stop: StopSpec = None, num_samples: int = 1, seed: int | None = None, truncate_prompt: bool = False,
+                 *, sampling: Sampling | None = None) -> str | list[str]:
         """The completion of ``prompt`` (a list when ``num_samples`` > 1), as ``CodeGen.complete``."""
         out = self.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                             top_k=top_k, repetition_penalty=repetition_penalty, stop=stop, num_samples=num_samples,
-                            seed=seed, truncate_prompt=truncate_prompt)
+                            seed=seed, truncate_prompt=truncate_prompt, sampling=sampling)
         return out.texts[0] if num_samples == 1 else out.texts
 
-    def stream(self, prompt: str, max_new_tokens: int = 128, temperature: float = 0.2, top_p: float = 0.95,
-               top_k: int = 0, repetition_penalty: float = 1.0, stop: StopSpec = None, seed: int | None = None,
-               truncate_prompt: bool = False) -> Iterator[str]:
+    def stream(self, prompt: str, max_new_tokens: int | None = None, temperature: float | None = None,
+               top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
+               stop: StopSpec = None, seed: int | None = None, truncate_prompt: bool = False, *,
+               sampling: Sampling | None = None) -> Iterator[str]:
         """Yield the completion as text pieces while the server streams it."""
-        s = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                     repetition_penalty=repetition_penalty, seed=seed)
+        s = Sampling.of(sampling, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                        repetition_penalty=repetition_penalty, seed=seed)
         ids = self.encode(prompt)
         yield from self.turn_stream(prompt, len(ids), s, make_stop(stop))
 
     @staticmethod
     def _drain(gen):
-        while True:
-            try:
-                next(gen)
-            except StopIteration as done:
-                return done.value
+        run = Run(gen)
+        for _ in run:
+            pass
+        return run.result
 
     # ---- what Session calls --------------------------------------------------------------------------------
     def session_turn(self, session, prompt: str, n_prompt: int, s: Sampling, stop, cancel: threading.Event):

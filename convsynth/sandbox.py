@@ -21,10 +21,10 @@ it started backs it up.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import queue
-import re
 import shutil
 import subprocess
 import sys
@@ -35,16 +35,16 @@ import weakref
 from dataclasses import dataclass, field
 
 from .execution import (  # noqa: F401 -- run_script, STATUSES: re-exported
-    _SET_LIMIT, STATUSES, ExecutionResult, SandboxError, _exit_words, _gib, _kill_group, _short,
-    run_script,
+    _SET_LIMIT, ANSI, MEMORY_LIMIT, STATUSES, ExecutionResult, SandboxError, _exit_words, _gib, _kill_group,
+    _short, check_limits, run_script,
 )
+from .errors import describe
 from .isolation import Isolation
 
 KERNEL_CMD = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 _MAX_OUTPUTS = 100  # rich outputs kept per step
 _MAX_RICH_CHARS = 20 * 2**20  # images, HTML... per step; they are kept whole or dropped
 _POLL = 0.05  # seconds between looks at the kernel while a step runs
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 
 
 # Run once in the kernel: code compiled while `_convsynth_next` is set is called by that name in tracebacks
@@ -67,8 +67,83 @@ del _convsynth_names
 """
 
 
+# Run in the kernel at start: when our process dies (even SIGKILL, when no finalizer runs), the kernel notices that
+# its parent changed, removes the sandbox's temporary folder and kills its process group (itself and the step's
+# children). A thread rather than prctl(PR_SET_PDEATHSIG): that signal fires when the *thread* that started the
+# kernel ends, and kernels are often started from a short-lived background thread (the widget's).
+_WATCHDOG = """
+def _convsynth_watchdog(root):
+    import os, shutil, signal, threading, time
+    parent = os.getppid()  # whoever started us (our host, or the process that wraps the kernel), seen from here
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        shutil.rmtree(root, ignore_errors=True)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+    threading.Thread(target=watch, name="convsynth-parent-watch", daemon=True).start()
+_convsynth_watchdog({root!r})
+del _convsynth_watchdog
+"""
+
+
+# A tiny process outside the kernel that removes the sandbox folder once our process is gone: an isolated kernel
+# (bubblewrap, --die-with-parent) is killed with us before its own watchdog could do it. close() ends it.
+_REAPER = 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; rm -rf "$2"'
+
+
+# The thread that starts kernels. bubblewrap's --die-with-parent (PR_SET_PDEATHSIG) kills the kernel when the
+# *thread* that started it ends, and sandboxes are often started from short-lived threads (the widget runs each
+# action in a new one): the next step then found its kernel killed. This thread lives as long as the process.
+_LAUNCHER = None
+_LAUNCHER_LOCK = threading.Lock()
+
+
+def _launch(fn):
+    """Call ``fn`` (which starts a process) in the long-lived launcher thread and return its result."""
+    global _LAUNCHER
+    from concurrent.futures import ThreadPoolExecutor
+    with _LAUNCHER_LOCK:
+        if _LAUNCHER is None:
+            _LAUNCHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convsynth-launcher")
+    return _LAUNCHER.submit(fn).result()
+
+
 def _asked_exit(out: _Outcome) -> bool:
     return any(p.get("source") == "ask_exit" for p in out.reply.get("payload", []))
+
+
+def _reply(kc, msg_id: str, error: dict) -> dict:
+    """The execute reply to ``msg_id``. The kernel replies before it goes idle, so it is already on the shell
+    channel; if it does not come within 5 s, the error seen on iopub (if any) stands for it."""
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        try:
+            msg = kc.get_shell_msg(timeout=0.5)
+        except queue.Empty:
+            continue
+        if msg["parent_header"].get("msg_id") == msg_id:
+            return msg["content"]
+    return dict(error, status="error") if error else {"status": "ok"}
+
+
+def why_ended(out: _Outcome, *, closed: bool, cancelled: bool, memory_limit: int | None) -> str:
+    """Why a step's request ended, from its outcome alone: "closed" (the sandbox was closed), "memory_kill" (killed
+    over the memory limit), "out_of_memory" (died near it), "crashed" (died otherwise), "exit" (exit() or quit()),
+    "timeout" / "interrupted" (stopped by the deadline / by cancel; with "_hung" when it did not stop), "raised" or
+    "ok" (it finished)."""
+    if out.how == "closed" or (closed and out.how != "done"):
+        return "closed"
+    if out.how == "memory_kill":
+        return "memory_kill"
+    if out.how == "died":
+        return "out_of_memory" if memory_limit and out.peak >= 0.9 * memory_limit else "crashed"
+    if _asked_exit(out):
+        return "exit"
+    if out.how == "hung" or (out.reply.get("status") == "error" and out.interrupted
+                             and out.reply.get("ename") == "KeyboardInterrupt"):
+        return ("timeout" if out.interrupted and not cancelled else "interrupted") + \
+            ("_hung" if out.how == "hung" else "")
+    return "raised" if out.reply.get("status", "ok") != "ok" else "ok"
 
 
 # ---------------------------------------------------------------------------- Sandbox
@@ -119,10 +194,22 @@ class _Outcome:
 
 
 class _Handle:
-    """What must be cleaned up even if a Sandbox is never closed (weakref.finalize holds this)."""
+    """What must be cleaned up even if a Sandbox is never closed (weakref.finalize holds this). Nothing here may
+    block: a finalizer runs inside the garbage collector, in whatever thread allocated at that moment."""
 
     def __init__(self, root: str, isolation: Isolation):
-        self.root, self.proc, self.isolation = root, None, isolation
+        self.root, self.proc, self.isolation, self.context, self.reaper = root, None, isolation, None, None
+        self.clients = ()  # the kernel manager and client: kept alive here so that their sockets stay closable
+
+    def close_sockets(self) -> None:
+        # Close every socket of our own zmq context with linger 0. A context collected while the client's sockets
+        # are still open waits for them forever in its teardown: that froze the process when a session was dropped.
+        # The sockets must still be reachable (self.clients), or a garbage cycle drops them from the context's
+        # weak set and destroy() cannot close them.
+        if self.context is not None:
+            self.context.destroy(linger=0)
+            self.context = None
+        self.clients = ()
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -133,7 +220,12 @@ class _Handle:
                 pass
 
     def cleanup(self) -> None:
+        self.close_sockets()
         self.kill()
+        if self.reaper is not None:  # we are alive: the folder is removed here
+            self.reaper.kill()
+            self.reaper.wait()
+            self.reaper = None
         self.isolation.cleanup()
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -164,12 +256,13 @@ class Sandbox:
 
     interrupt_grace = 2.0  # seconds code gets to stop after SIGINT before the process is restarted
 
-    def __init__(self, *, timeout: float = 10.0, memory_limit: int | None = 2 * 2**30,
+    def __init__(self, *, timeout: float = 10.0, memory_limit: int | None = MEMORY_LIMIT,
                  max_output: int = 100_000, cwd: str | None = None, env: dict | None = None,
                  network: bool = False, isolation: str = "auto"):
         if os.name == "nt":
             raise SandboxError("The sandbox needs Linux or macOS (process groups, resource limits); on Windows "
                                "run convsynth inside WSL.")
+        check_limits(timeout, memory_limit, SandboxError)
         self.timeout, self.memory_limit, self.max_output = timeout, memory_limit, max_output
         self.isolation = Isolation(isolation, network)  # warns once, or refuses for "strict", when unavailable
         self._root = tempfile.mkdtemp(prefix="convsynth-sandbox-")  # connection files, log, workdir
@@ -179,6 +272,9 @@ class Sandbox:
         self._env = self.isolation.env(os.environ, {**(env or {}), "MPLBACKEND":
                                                     "module://matplotlib_inline.backend_inline"}, home="/tmp")
         self._handle = _Handle(self._root, self.isolation)
+        self._handle.reaper = subprocess.Popen(["sh", "-c", _REAPER, "convsynth-reaper", str(os.getpid()), self._root],
+                                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL, start_new_session=True)
         self._finalizer = weakref.finalize(self, _Handle.cleanup, self._handle)  # also runs at exit
         self._lock, self._cancel = threading.RLock(), threading.Event()
         self._closed, self._km, self._kc, self._starts = False, None, None, 0
@@ -286,17 +382,29 @@ class Sandbox:
     def _start(self) -> None:
         if self._closed:
             raise SandboxError("This sandbox is closed; create a new Sandbox.")
+        import zmq
         self._starts += 1
-        # IPC sockets in our private directory: no TCP ports opened, nothing shared.
-        prefix = self.isolation.prefix(self._workdir, self._root, self.memory_limit)  # [] when not isolated
-        km = _manager_class(prefix)(transport="ipc", ip=os.path.join(self._root, f"ipc{self._starts}"))
-        km.connection_file = os.path.join(self._root, f"kernel{self._starts}.json")
-        with open(os.path.join(self._root, "kernel.log"), "ab") as log:  # kernel noise stays out of the notebook
-            km.start_kernel(cwd=self._workdir, env=self._env, stdout=log, stderr=log)
-        self._km, self._handle.proc = km, km.provisioner.process
-        self._kc = km.client()
-        self._kc.allow_stdin = False
-        self._kc.start_channels(hb=False)  # liveness comes from the process itself
+        # A step may have deleted its working directory (or our whole folder): a restart must not fail on that.
+        os.makedirs(self._workdir, exist_ok=True)
+        if self._handle.context is None:
+            self._handle.context = zmq.Context()  # ours, so that close and the finalizer can close its sockets
+        try:
+            # IPC sockets in our private directory: no TCP ports opened, nothing shared.
+            km = _manager_class(self.isolation.prefix(self._workdir, self._root, self.memory_limit))(
+                transport="ipc", ip=os.path.join(self._root, f"ipc{self._starts}"), context=self._handle.context)
+            km.connection_file = os.path.join(self._root, f"kernel{self._starts}.json")
+            with open(os.path.join(self._root, "kernel.log"), "ab") as log:  # kernel noise stays out of the notebook
+                _launch(lambda: km.start_kernel(cwd=self._workdir, env=self._env, stdout=log, stderr=log))
+            self._km, self._handle.proc = km, km.provisioner.process
+            self._kc = km.client()
+            self._handle.clients = (km, self._kc)
+            self._kc.allow_stdin = False
+            self._kc.start_channels(hb=False)  # liveness comes from the process itself
+        except (OSError, zmq.ZMQError) as e:
+            self._shutdown()
+            hint = " (too many open files: close sessions you no longer use, or raise the limit with ulimit -n)" \
+                if getattr(e, "errno", None) == errno.EMFILE else ""
+            raise SandboxError(f"The sandbox kernel could not start: {describe(e)}{hint}.") from None
         try:
             self._kc.wait_for_ready(timeout=60)
         except RuntimeError as e:
@@ -304,15 +412,19 @@ class Sandbox:
             raise SandboxError(f"The sandbox kernel did not start ({e}); see {self._root}/kernel.log.") from e
         setup = (_SET_LIMIT.format(n=self.memory_limit) if self.memory_limit else "") + \
             self.isolation.limits_code() + _STEP_NAMES + \
-            "get_ipython().run_line_magic('xmode', 'Plain')\nget_ipython().run_line_magic('colors', 'nocolor')\n"
+            "get_ipython().run_line_magic('xmode', 'Plain')\nget_ipython().run_line_magic('colors', 'nocolor')\n" + \
+            _WATCHDOG.format(root=self._root)
         out = self._execute(setup, 60, None, silent=True, cancellable=False)  # short, plain tracebacks
         if out.how != "done" or out.reply.get("status") != "ok":
             self._shutdown()
-            raise SandboxError(f"Could not set up the sandbox kernel: {out.reply.get('evalue', out.how)}")
+            why = f"it used more than the memory limit of {_gib(self.memory_limit)} at start; raise memory_limit" \
+                if out.how in ("memory_kill", "died") and self.memory_limit else out.reply.get("evalue", out.how)
+            raise SandboxError(f"Could not set up the sandbox kernel: {why}.")
 
     def _shutdown(self) -> None:
         """Kill the current kernel and drop the connection; no restart."""
         kc, km, self._kc, self._km = self._kc, self._km, None, None
+        self._handle.clients = ()
         if kc is not None:
             kc.stop_channels()
         self._handle.kill()
@@ -359,29 +471,39 @@ class Sandbox:
     def _step(self, code: str, limit: float | None, cap: _Capture, *, silent: bool = False) -> ExecutionResult:
         """Run code and turn the outcome into a result, restarting the process when needed."""
         out = self._execute(code, limit, cap, silent=silent)
+        why = why_ended(out, closed=self._closed, cancelled=self._cancel.is_set(), memory_limit=self.memory_limit)
+        res = self._ending(why, out, limit)
+        if why == "exit" or out.how != "done" or out.reply.get("status", "ok") == "ok":
+            return res
+        self._add_traceback(res, out.reply)
+        if res.status == "ok":  # not the interrupt, handled above
+            self._raised(res, out.reply.get("ename", "Error"))
+        return res
+
+    def _ending(self, why: str, out: _Outcome, limit: float | None) -> ExecutionResult:
+        """The result of a step that ended ``why`` (see ``why_ended``), restarting the process when it died, hung
+        or exited; "ok" for one that finished (raised or not: see ``_raised``)."""
         res, mem = ExecutionResult("ok"), self.memory_limit
-        if out.how == "closed" or (self._closed and out.how != "done"):
+        if why == "closed":
             res.status, res.note = "crashed", "The sandbox was closed while the step ran."
-        elif out.how in ("died", "memory_kill"):
+        elif why in ("memory_kill", "out_of_memory", "crashed"):
             died = f"the process died ({_exit_words(out.exit_code)})"
-            if out.how == "memory_kill":
+            if why == "memory_kill":
                 res.status = "memory"
                 res.note = f"Used more than the {_gib(mem)} memory limit, so the process was killed; "
-            elif mem and out.peak >= 0.9 * mem:
+            elif why == "out_of_memory":
                 res.status, res.note = "memory", f"Ran out of memory (limit {_gib(mem)}) and {died}; "
             else:
                 res.status, res.note = "crashed", f"{died[0].upper()}{died[1:]}; "
             res.restarted, res.note = True, res.note + self._restart(self._history)
-        elif _asked_exit(out):  # exit()/quit(): ipykernel ends the process right after replying
+        elif why == "exit":  # exit()/quit(): ipykernel ends the process right after replying
             res.status, res.error, res.restarted = "error", "SystemExit", True
             res.note = "exit() ends the sandbox's process; " + self._restart(self._history)
-            return res
-        elif out.how == "hung" or (out.reply.get("status") == "error" and out.interrupted
-                                   and out.reply.get("ename") == "KeyboardInterrupt"):
-            res.timed_out = out.interrupted and not self._cancel.is_set()
+        elif why.startswith(("timeout", "interrupted")):
+            res.timed_out = why.startswith("timeout")
             res.status = "timeout" if res.timed_out else "error"
             res.note = f"Timed out after {limit:g} s" if res.timed_out else "Interrupted on request"
-            if out.how == "hung":
+            if why.endswith("_hung"):
                 res.restarted = True
                 res.note += ", and the code did not stop when interrupted; "
                 res.note += self._restart(self._history, "the process")
@@ -389,16 +511,20 @@ class Sandbox:
                 res.note += "; interrupted."
             if not res.timed_out:
                 res.error = "KeyboardInterrupt"
-        if out.how != "done" or out.reply.get("status", "ok") == "ok":
-            return res
-        r = out.reply
-        ename = r.get("ename", "Error")
-        res.error = f"{ename}: {r['evalue']}" if r.get("evalue") else ename
-        res.traceback = _ANSI.sub("", "\n".join(r.get("traceback", [])))
+        return res
+
+    def _add_traceback(self, res: ExecutionResult, reply: dict) -> None:
+        """The exception line and the (plain, capped) traceback of a step that raised."""
+        ename = reply.get("ename", "Error")
+        res.error = f"{ename}: {reply['evalue']}" if reply.get("evalue") else ename
+        res.traceback = ANSI.sub("", "\n".join(reply.get("traceback", [])))
         if len(res.traceback) > self.max_output:  # the end of a traceback says the most
             res.traceback, res.truncated = "...\n" + res.traceback[-self.max_output:], True
-        if res.status != "ok":  # the interrupt, handled above
-            return res
+
+    def _raised(self, res: ExecutionResult, ename: str) -> None:
+        """Status and note of a step that raised ``ename``: a MemoryError (restarting the process if the memory is
+        still held), input() without stdin, or any other error."""
+        mem = self.memory_limit
         if ename.endswith("MemoryError"):
             res.status = "memory"
             res.note = f"Ran out of memory (limit {_gib(mem)}): {res.error}." if mem else \
@@ -413,7 +539,6 @@ class Sandbox:
                                             "Put the values in the code instead."
         else:
             res.status, res.note = "error", f"The step raised {ename}."
-        return res
 
     def _check_expectations(self, res: ExecutionResult, expect_output: str | None, check: str | None,
                             limit: float | None) -> str:
@@ -444,7 +569,7 @@ class Sandbox:
         `interrupt_grace` seconds the outcome is "hung" and the caller restarts it.
         Only this thread touches the jupyter_client objects; other threads just set flags.
         """
-        kc, proc, mem = self._kc, self._handle.proc, self.memory_limit
+        kc, proc = self._kc, self._handle.proc
         msg_id = kc.execute(code, silent=silent, store_history=not silent, allow_stdin=False, stop_on_error=False)
         out, error = _Outcome("done"), {}
         deadline = time.monotonic() + limit if limit else float("inf")
@@ -463,18 +588,10 @@ class Sandbox:
             elif grace_end is not None and now >= grace_end:
                 out.how = "hung"
                 return out
-            if now >= next_look:  # alive, and within memory?
+            if now >= next_look:
                 next_look = now + _POLL
-                if proc.poll() is not None:
-                    out.how, out.exit_code = "died", proc.returncode
+                if not self._alive(proc, out):
                     return out
-                if mem:
-                    data, rss = self.isolation.usage(proc.pid)
-                    out.peak = max(out.peak, data, rss)
-                    if rss > mem:  # memory RLIMIT_DATA does not count (e.g. shared): stop it here
-                        _kill_group(proc.pid)
-                        out.how, out.exit_code = "memory_kill", proc.wait()
-                        return out
             try:
                 msg = kc.get_iopub_msg(timeout=_POLL)
             except queue.Empty:
@@ -490,15 +607,20 @@ class Sandbox:
                 cap.stream(content.get("name", "stdout"), content.get("text", ""))
             elif cap is not None and kind in ("display_data", "execute_result"):
                 cap.bundle(content.get("data", {}))
-        # The kernel replies before it goes idle, so the reply is already on the shell channel.
-        end = time.monotonic() + 5
-        while time.monotonic() < end:
-            try:
-                msg = kc.get_shell_msg(timeout=0.5)
-            except queue.Empty:
-                continue
-            if msg["parent_header"].get("msg_id") == msg_id:
-                out.reply = msg["content"]
-                return out
-        out.reply = dict(error, status="error") if error else {"status": "ok"}
+        out.reply = _reply(kc, msg_id, error)
         return out
+
+    def _alive(self, proc, out: _Outcome) -> bool:
+        """One look at the kernel's process: is it alive and within the memory limit? If not, ``out`` says
+        how it ended (a process over the limit is killed here)."""
+        if proc.poll() is not None:
+            out.how, out.exit_code = "died", proc.returncode
+            return False
+        if self.memory_limit:
+            data, rss = self.isolation.usage(proc.pid)
+            out.peak = max(out.peak, data, rss)
+            if rss > self.memory_limit:  # memory RLIMIT_DATA does not count (e.g. shared): stop it here
+                _kill_group(proc.pid)
+                out.how, out.exit_code = "memory_kill", proc.wait()
+                return False
+        return True

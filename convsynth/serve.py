@@ -39,7 +39,7 @@ class Engine:
 
     def __init__(self, cg, *, max_sessions: int = 32):
         self.cg, self.max_sessions = cg, max_sessions
-        self.caches: OrderedDict[str, tuple] = OrderedDict()  # user -> (KVCache, the ids it holds)
+        self.caches: OrderedDict[str, object] = OrderedDict()  # user -> PrefixCache (a KVCache and its ids)
         self.lock = threading.Lock()
         self.generating = False
         self.requests = 0
@@ -84,35 +84,29 @@ class Engine:
         if user in self.caches:
             self.caches.move_to_end(user)
             return self.caches[user]
-        entry = (self.cg.model.new_cache(), [])
+        from .cache import PrefixCache
+        entry = PrefixCache(self.cg.model.new_cache)
         self.caches[user] = entry
         while len(self.caches) > self.max_sessions:
             self.caches.popitem(last=False)
         return entry
 
     def complete(self, ids, s, stop: list[str], user: str, cancel: threading.Event):
-        from .generate import Sampling, iter_generation
-        from .session import common_prefix
-        with self.cg.lock, self.lock:
+        from .generate import Run, Sampling, iter_generation, locked_steps
+        with self.lock:  # this engine's caches, one request at a time; the model lock is taken per decode step
             self.generating, self.requests = True, self.requests + 1
             try:
-                cache, cached_ids = self._cache_for(user)
-                keep = min(common_prefix(cached_ids, ids), len(ids) - 1)
-                cache.rewind(keep)
+                prefix = self._cache_for(user)
+                keep = prefix.reuse(ids)
                 s = Sampling(**{**s.to_dict(), "max_new_tokens": min(s.max_new_tokens,
                                                                      self.cg.config.n_positions - len(ids))})
                 yield None, {"finish_reason": None, "cached_tokens": keep}  # known now: continuous usage says it
-                gen = iter_generation(self.cg.model, self.cg.tokenizer, cache, ids[keep:], s, None, cancel=cancel,
-                                      context_ids=ids)
+                gen = Run(locked_steps(iter_generation(self.cg.model, self.cg.tokenizer, prefix.cache, ids[keep:], s,
+                                                       None, cancel=cancel, context_ids=ids, decode=self.cg.decoding),
+                                       self.cg.lock))
                 text, emitted, hold, stopped = "", 0, max((len(x) for x in stop), default=1) - 1, False
-                comp = None
                 try:
-                    while True:
-                        try:
-                            _, piece = next(gen)
-                        except StopIteration as done:
-                            comp = done.value
-                            break
+                    for _, piece in gen:
                         text += piece
                         hit = min((i for i in (text.find(x) for x in stop) if i >= 0), default=-1)
                         if hit >= 0:  # OpenAI semantics: the text ends before the stop string
@@ -125,11 +119,9 @@ class Engine:
                             emitted = safe
                 finally:
                     gen.close()
+                    comp = gen.result  # None when it did not finish
                     # As in Session: the cache holds the prompt and every sampled token but the last.
-                    held = ids + (comp.raw_ids[0] if comp is not None else [])
-                    held = held[:cache.length] if cache.length <= len(held) else []
-                    cache.rewind(len(held))
-                    self.caches[user] = (cache, held)
+                    prefix.record(ids + (comp.raw_ids[0] if comp is not None else []))
                 if len(text) > emitted:
                     yield text[emitted:], None
                 self.generated_tokens += comp.generated_tokens
@@ -269,10 +261,9 @@ def create_app(cg, *, api_key: str | None = None, max_sessions: int = 32, model_
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: the packaged model)")
+    from .flags import model_flags
+    model_flags(p, fast=False)
     p.add_argument("--name", default=None, help="the model id clients ask for (default: --model)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for a class on a LAN)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")

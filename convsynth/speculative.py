@@ -30,8 +30,9 @@ from typing import Iterator
 
 import torch
 
+from .cache import PrefixCache
 from .errors import OptionError
-from .generate import Sampling, process_logits, sample
+from .generate import EAGER, DecodePath, Sampling, process_logits, sample
 
 MODES = ("auto", "on", "off")
 
@@ -77,13 +78,12 @@ class PromptLookup:
 
 
 class DraftModel:
-    """Drafts with a smaller model that shares the tokenizer; its own KV cache follows the ids by common prefix."""
+    """Drafts with a smaller model that shares the tokenizer; its own prefix cache follows the ids."""
 
     def __init__(self, draft):
         self.cg = draft
         self.model = draft.model
-        self.cache = None
-        self.ids: list[int] = []
+        self.prefix = PrefixCache(self.model.new_cache)
 
     @torch.inference_mode()
     def draft(self, ids: list[int], k: int, s: Sampling, gen) -> tuple[list[int], torch.Tensor | None]:
@@ -91,16 +91,9 @@ class DraftModel:
         k = min(k, m.config.n_positions - len(ids) - 1)
         if k < 1:
             return [], None
-        if self.cache is None:
-            self.cache = m.new_cache()
-        keep = 0
-        for a, b in zip(self.ids, ids[:-1]):
-            if a != b:
-                break
-            keep += 1
-        self.cache.rewind(keep)
-        self.cache.reserve(len(ids) + k)
-        logits = m(torch.tensor([ids[keep:]], device=m.device), self.cache, last_only=True)[:, -1]
+        keep = self.prefix.reuse(ids)
+        self.prefix.cache.reserve(len(ids) + k)
+        logits = m(torch.tensor([ids[keep:]], device=m.device), self.prefix.cache, last_only=True)[:, -1]
         out, qs = [], []
         for i in range(k):
             if s.greedy:
@@ -111,8 +104,8 @@ class DraftModel:
                 qs.append(q)
             out.append(tok)
             if i < k - 1:
-                logits = m(torch.tensor([[tok]], device=m.device), self.cache, last_only=True)[:, -1]
-        self.ids = (ids + out)[:self.cache.length]
+                logits = m(torch.tensor([[tok]], device=m.device), self.prefix.cache, last_only=True)[:, -1]
+        self.prefix.record(ids + out)
         return out, (torch.stack(qs) if qs else None)
 
 
@@ -203,12 +196,12 @@ class Speculator:
             self.pause_len = 8
 
     @torch.inference_mode()
-    def tokens(self, model, cache, prompt: torch.Tensor, s: Sampling, gen, seen,
-               context: list[int]) -> Iterator[torch.Tensor]:
+    def tokens(self, model, cache, prompt: torch.Tensor, s: Sampling, gen, seen, context: list[int], *,
+               decode: DecodePath = EAGER) -> Iterator[torch.Tensor]:
         """Like ``generate.decode_tokens`` for batch 1: prefill ``prompt`` (1, T), then yield (1,) token ids; after
-        k tokens were yielded the cache holds the prompt and the first k-1 of them."""
+        k tokens were yielded the cache holds the prompt and the first k-1 of them. Plain steps run along
+        ``decode``, as plain decoding's do."""
         dev = model.device
-        fast = getattr(model, "fast_decoder", None)
         logits = model(prompt, cache, last_only=True)[:, -1]
         pending = int(sample(logits, s, seen, gen))
         if seen is not None:
@@ -223,9 +216,7 @@ class Speculator:
                 else ([], None)
             start = cache.length
             if not draft:  # a plain step, on the decode path plain decoding takes
-                tok = torch.tensor([pending], device=dev)
-                logits = (fast.step(tok, cache) if fast is not None
-                          else model(tok[:, None], cache, last_only=True)[:, -1])
+                logits = decode.step(model, torch.tensor([pending], device=dev), cache)
                 pending = int(sample(logits, s, seen, gen))
                 if seen is not None:
                     seen[0, pending] = True
@@ -265,14 +256,15 @@ def check_draft(target, draft) -> None:
                           "with the same tokenizer, such as the packaged model for Salesforce CodeGen checkpoints.")
 
 
-def for_generation(mode: str, drafter: DraftModel | None, s: Sampling, model=None) -> Speculator | None:
+def for_generation(mode: str, drafter: DraftModel | None, s: Sampling,
+                   decode: DecodePath = EAGER) -> Speculator | None:
     """The speculator for one batch-1 generation under ``mode`` ('auto', 'on', 'off'), drafting with ``drafter``
     (a draft model, kept across generations so its cache is reused) or, when None, prompt lookup; or None.
-    'auto' leaves a model with a fast decoder (CUDA graphs, compile: fast.py) alone: its one-token step is a
+    'auto' leaves a decode path with a fast decoder (CUDA graphs, compile: fast.py) alone: its one-token step is a
     replayed graph that an eager verification pass would have to beat, and may round differently from it."""
     mode = check_mode(mode)
     if mode == "off" or (mode == "auto" and not s.greedy):
         return None
-    if mode == "auto" and getattr(model, "fast_decoder", None) is not None:
+    if mode == "auto" and decode.decoder is not None:
         return None
     return Speculator(drafter if drafter is not None else PromptLookup(), timed=mode == "auto")

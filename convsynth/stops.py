@@ -115,11 +115,12 @@ def make_stop(stop: StopSpec) -> StopRule | None:
         return None
     if callable(stop):
         return stop
-    if isinstance(stop, str):
-        return PRESETS.get(stop) or make_stop([stop])
-    patterns = list(stop)
+    if isinstance(stop, str) and stop in PRESETS:
+        return PRESETS[stop]
+    patterns = [stop] if isinstance(stop, str) else list(stop) if isinstance(stop, (list, tuple)) else [None]
     if not all(isinstance(p, str) for p in patterns):
-        raise TypeError("stop must be None, a preset name, a regex string, a list of regex strings or a callable")
+        raise OptionError("stop must be None, a preset name, a regex string, a list of regex strings or a "
+                          "callable.")
     for p in patterns:
         try:
             re.compile(p)

@@ -15,11 +15,10 @@ from tokenizers.models import BPE
 from .errors import CheckpointError
 from .stops import CODEGEN_TERMINALS, truncate_with
 
-__all__ = ["CodeGenTokenizer", "truncate_before", "TRUNCATE_BEFORE_PATTERN", "ENDOFTEXT", "EOS_TOKEN_ID"]
+__all__ = ["CodeGenTokenizer", "truncate_before", "TRUNCATE_BEFORE_PATTERN", "ENDOFTEXT"]
 
 PACKAGED = Path(__file__).resolve().parent / "assets" / "tokenizer.json"
 ENDOFTEXT = "<|endoftext|>"
-EOS_TOKEN_ID = 50256
 # The stop list of the original CodeGen sampler; decode's truncation is the one in stops.py.
 TRUNCATE_BEFORE_PATTERN = CODEGEN_TERMINALS
 truncate_before = truncate_with

@@ -17,14 +17,19 @@ wordings. The held-out evaluation suite (``evals/``) was written separately and 
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
+import json
+import keyword
 import random
+import re
 import string
+from pathlib import Path
 
 import numpy as np
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 PREAMBLE = "# Import libraries.\n\nimport numpy as np\n\n"
 
 NOUNS = ("numbers nums values data items scores counts prices ages temps grades points marks totals sizes weights "
@@ -46,6 +51,50 @@ WORDS = ("apple banana cherry grape lemon mango peach pear plum kiwi melon orang
 CITIES = "Paris London Rome Tokyo Berlin Madrid Oslo Cairo Lima Delhi Seoul Vienna Dublin Prague Athens".split()
 PEOPLE = "Alice Bob Carol Dave Eve Frank Grace Heidi Ivan Judy Mallory Oscar Peggy Trent Victor Wendy Zoe".split()
 
+
+
+def _open_vocabulary() -> tuple[list[str], list[str]]:
+    """Every plain English-looking word the tokenizer has as one token (" lantern", " Nepal"): lower-case ones for
+    names and string words, capitalised ones for proper names. Without them the model only ever sees the ~300
+    hand-listed words above, its output layer never learns the other rows, and it cannot copy a name such as
+    `inbox` from an instruction (v2 could produce none of 163 such tokens in the evaluation suite's references)."""
+    vocab = json.loads((Path(__file__).resolve().parents[1] / "convsynth" / "models" / "convsynth-tiny" /
+                        "tokenizer.json").read_text())["model"]["vocab"]
+    taken = set(dir(builtins)) | set(keyword.kwlist) | {"np", "numpy", "self", "cls"}
+    lower = sorted(t[1:] for t in vocab if t[:1] == "\u0120" and t[1:].isascii() and t[1:].isalpha()
+                   and t[1:].islower() and 3 <= len(t) - 1 <= 10 and t[1:] not in taken)
+    upper = sorted(t[1:] for t in vocab if t[:1] == "\u0120" and t[1:].isascii() and t[1:].isalpha()
+                   and t[1].isupper() and t[2:].islower() and 3 <= len(t) - 1 <= 10)
+    return lower, upper
+
+
+OPEN_LOWER, OPEN_UPPER = _open_vocabulary()
+OPEN_P = 0.45  # how often a name or a string word comes from the open vocabulary rather than the lists above
+
+
+def open_name(rng) -> str:
+    """A variable name made of open-vocabulary words (lantern, lantern_count, harbor2)."""
+    w = rng.choice(OPEN_LOWER)
+    r = rng.random()
+    if r < 0.15:
+        return f"{w}_{rng.choice(OPEN_LOWER)}"
+    if r < 0.22:
+        return f"{w}{rng.randint(1, 9)}"
+    return w
+
+
+def open_word(rng) -> str:
+    return rng.choice(OPEN_UPPER) if rng.random() < 0.25 else rng.choice(OPEN_LOWER)
+
+
+def some_words(rng, k: int, pool: list[str]) -> list[str]:
+    """k distinct words, from the open vocabulary as often as OPEN_P."""
+    out: list[str] = []
+    while len(out) < k:
+        w = open_word(rng) if rng.random() < OPEN_P else rng.choice(pool)
+        if w not in out:
+            out.append(w)
+    return out
 
 # ------------------------------------------------------------------------------------------ wording helpers
 def cap(s: str) -> str:
@@ -100,8 +149,13 @@ PRINT_VAR = ["Print {S}", "Display {S}", "Show {S}", "Output {S}", "Print out {S
 LEADS = ["", "", "", "", "", "Now ", "Then ", "Next, ", "Please ", "Now, ", "After that, "]
 
 
+NAME_FIRST = re.compile(r"[a-z_][A-Za-z0-9_]* (=|is|holds|should) ")
+
+
 def finish(rng, s: str) -> str:
     """Sentence ending and an optional lead-in; leads are lower-cased where they join."""
+    if NAME_FIRST.match(s):  # "total should be ...", "lantern is [...]": a name keeps its case, no lead-in
+        return s + rng.choice([".", ".", ""]) if not s.endswith((".", "?", "!")) else s
     lead = rng.choice(LEADS)
     if lead and not s.startswith(("the ", "`", '"', "a ")) and " = " not in s:
         s = lead + s[:1].lower() + s[1:] if not s[:2].isupper() and not s.startswith("`") else lead + s
@@ -120,8 +174,9 @@ def lit_float(rng) -> float:
 
 
 def lit_word(rng, cap_ok: bool = True) -> str:
-    w = rng.choice(WORDS + CITIES + PEOPLE if cap_ok else WORDS)
-    return w
+    if rng.random() < OPEN_P:
+        return open_word(rng) if cap_ok else rng.choice(OPEN_LOWER)
+    return rng.choice(WORDS + CITIES + PEOPLE if cap_ok else WORDS)
 
 
 def lit_str(rng) -> str:
@@ -174,7 +229,7 @@ class Program:
 
     def fresh(self, rng, pool) -> str:
         for _ in range(50):
-            n = rng.choice(pool)
+            n = open_name(rng) if rng.random() < OPEN_P else rng.choice(pool)
             if n not in self.vars:
                 return n
         return rng.choice(pool) + str(rng.randint(2, 9))
@@ -219,7 +274,7 @@ def assign_literal(rng, p: Program, kind: str) -> str:
         noun = rng.choice(["the number", "the float", "the value", ""])
     elif kind == "dict":
         pool = DICTN
-        keys = rng.sample(WORDS + PEOPLE + CITIES, rng.randint(2, 5))
+        keys = some_words(rng, rng.randint(2, 5), WORDS + PEOPLE + CITIES)
         vals = {k: lit_int(rng) for k in keys}
         noun = rng.choice(["the dictionary", "the dict", "the mapping", ""])
     elif kind == "tuple":
@@ -252,6 +307,11 @@ def assign_literal(rng, p: Program, kind: str) -> str:
         "{D} = {L}", "Define a variable {N} equal to {W}", "Create {D} and set it to {W}",
         "Declare {D} with the value {L}", "Give {D} the value {L}", "Start with {D} = {L}",
         "Write {W} to a variable {N}", "Keep {W} in {D}", "Use {D} for {W}",
+        # v3: declarative and conversational forms, where the literal follows the name
+        "Here is {D}: {L}", "{D} holds {W}", "{D} is {W}", "The value of {N} is {L}", "Record {W} as {D}",
+        "Remember {W} as {D}", "We have {W}; call it {N}", "Name {W} {N}", "Take {W} and call it {N}",
+        "Our data: {N} = {L}", "Suppose {N} is {L}", "Given {W}, store it as {D}", "Begin with {W} in {D}",
+        "Put the value {L} in {D}", "Have {D} refer to {W}", "Use {L} as the value of {N}",
     ])
     instr = tmpl.format(W=what, D=d, N=name, L=lit)
     p.add(finish(rng, instr), f"{name} = {lit}", name, vals, kind)
@@ -690,7 +750,7 @@ def append_step(rng, p: Program, name: str):
 
 def dict_set_step(rng, p: Program, name: str):
     v = dict(p.vars[name])
-    key = rng.choice(WORDS + PEOPLE)
+    key = some_words(rng, 1, WORDS + PEOPLE)[0]
     val = lit_int(rng)
     q = rng.choice(['"', "'"])
     instr = rng.choice(["Set the value of {K} in {S} to {V}", "Add the key {K} with value {V} to {S}",
@@ -700,9 +760,35 @@ def dict_set_step(rng, p: Program, name: str):
     p.add(finish(rng, instr), f"{name}[{q}{key}{q}] = {val}", name, v, "dict")
 
 
+TWO_AT_ONCE = ["Let {a} = {x} and {b} = {y}", "Set {a} to {x} and {b} to {y}", "{a} is {x} and {b} is {y}",
+               "Create {a} = {x} and {b} = {y}", "Assign {x} to {a} and {y} to {b}", "{a} = {x}, {b} = {y}",
+               "Give {a} the value {x} and {b} the value {y}", "Start with {a} at {x} and {b} at {y}",
+               "Define two numbers: {a} is {x}, {b} is {y}", "Store {x} in {a} and {y} in {b}",
+               "Make {a} equal to {x} and {b} equal to {y}", "Initialize {a} to {x} and {b} to {y}"]
+
+
+def assign_two(rng, p: Program, kind_a: str, kind_b: str) -> tuple[str, str]:
+    """Two numbers assigned in one step ("Let width = 7.5 and height = 4"): two lines of code."""
+    a = p.fresh(rng, SCALARS)
+    b = p.fresh(rng, SCALARS)
+    while b == a:
+        b = p.fresh(rng, SCALARS)
+    x = lit_int(rng) if kind_a == "int" else lit_float(rng)
+    y = lit_int(rng) if kind_b == "int" else lit_float(rng)
+    instr = rng.choice(TWO_AT_ONCE).format(a=a, b=b, x=x, y=y)
+    p.add(finish(rng, instr), f"{a} = {x!r}\n{b} = {y!r}")
+    p.vars[a], p.kinds[a] = x, kind_a
+    p.vars[b], p.kinds[b] = y, kind_b
+    p.last = b
+    return a, b
+
+
 def numbers_pair(rng, p: Program):
     kind = rng.choice(["int", "int", "float"])
-    a, b = assign_literal(rng, p, kind), assign_literal(rng, p, rng.choice(["int", kind]))
+    if rng.random() < 0.35:
+        a, b = assign_two(rng, p, kind, rng.choice(["int", kind]))
+    else:
+        a, b = assign_literal(rng, p, kind), assign_literal(rng, p, rng.choice(["int", kind]))
     va, vb = p.vars[a], p.vars[b]
     ops = [("+", ["the sum of {A} and {B}", "{A} plus {B}"], ["Add {A} and {B}", "Add {B} to {A}"], va + vb),
            ("-", ["the difference of {A} and {B}", "{A} minus {B}"], ["Subtract {B} from {A}"], va - vb),
@@ -993,13 +1079,42 @@ def run_program(text: str) -> str | None:
     return buf.getvalue()
 
 
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def mtpb_grams() -> set[tuple[str, ...]]:
+    """Every 8-word sequence of the MTPB prompts (placeholders dropped): a generated instruction containing one is
+    thrown away, so no benchmark phrase reaches training even when free names happen to complete one."""
+    from convsynth import mtpb_check
+
+    grams = set()
+    for prob in mtpb_check.load_problems():
+        for prompt in prob.prompts:
+            w = _words(re.sub(r"\{\w+\}", " ", prompt))
+            grams.update(tuple(w[i:i + 8]) for i in range(len(w) - 7))
+    return grams
+
+
+def overlaps(p: Program, grams) -> bool:
+    for instr, _ in p.steps:
+        w = _words(instr)
+        if any(tuple(w[i:i + 8]) in grams for i in range(len(w) - 7)):
+            return True
+    return False
+
+
 def generate(seed: int, n: int):
     """Yield (text, code spans, expected output) for n verified programs; rejected ones are counted in stats."""
     rng = random.Random(seed)
-    stats = dict(generated=0, rejected=0)
+    stats = dict(generated=0, rejected=0, mtpb_overlap=0)
+    grams = mtpb_grams()
     made = 0
     while made < n:
         p = program(rng)
+        if overlaps(p, grams):
+            stats["mtpb_overlap"] += 1
+            continue
         text, spans = render(p, rng)
         expected = p.out.getvalue()
         stats["generated"] += 1
@@ -1013,8 +1128,9 @@ def generate(seed: int, n: int):
 
 def instructions(seed: int, n: int) -> list[str]:
     """The instruction lines of n programs (unverified: for checks on wording, such as MTPB overlap)."""
-    rng = random.Random(seed)
-    return [instr for _ in range(n) for instr, _ in program(rng).steps]
+    rng, grams = random.Random(seed), mtpb_grams()
+    progs = (program(rng) for _ in range(n))
+    return [instr for p in progs if not overlaps(p, grams) for instr, _ in p.steps]
 
 
 if __name__ == "__main__":

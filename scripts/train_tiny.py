@@ -103,6 +103,7 @@ def build_steps(work: Path, seed: int = SEED, n: int = 150000) -> dict:
     np.save(work / "steps_held_mask.npy", np.array([t for d in held for t in d[1]], dtype=bool))
     stats = dict(generator_version=TS.GENERATOR_VERSION, seed=seed + 7, programs=len(starts), heldout_programs=len(held),
                  generated=TS.generate.stats["generated"], rejected=TS.generate.stats["rejected"],
+                 mtpb_overlap=TS.generate.stats["mtpb_overlap"],
                  tokens=len(ids), loss_tokens=int(np.sum(mask)))
     (work / "steps_stats.json").write_text(json.dumps(stats, indent=1))
     log(f"step programs: {json.dumps(stats)}")
@@ -202,13 +203,18 @@ class TinyTrainer(nn.Module):
         self.ref = [ref]  # not a submodule: holds the init of the full matrices for export
         self.rope = ref.rope("cpu")
 
-    def forward(self, x_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_ids: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, n_out); given targets y (B, T), only the rows that have one (N, n_out), flattened: the
+        output layer is the largest matmul, and step programs carry a target on their code tokens alone."""
         T = x_ids.shape[1]
         cos, sin = self.rope[0][:T], self.rope[1][:T]
         x = self.wte(x_ids)
         for block in self.h:
             x = block(x, cos, sin, None, None)
-        return self.head(self.ln_f(x))
+        x = self.ln_f(x)
+        if y is not None:
+            x = x[y != -100]  # (N, C)
+        return self.head(x)
 
 
 def make_vocab(counts: np.ndarray, min_count: int):
@@ -331,10 +337,10 @@ def train(args) -> None:
     def loss_fn(x, y):
         if args.bf16:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = model(x)
+                logits = model(x, y)
         else:
-            logits = model(x)
-        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.view(-1), ignore_index=-100)
+            logits = model(x, y)
+        return F.cross_entropy(logits.float(), y[y != -100])
 
     @torch.no_grad()
     def evaluate(arr, n_batches=12):

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+from helpers import ROOT
 
 SECTIONS = ["## Load", "## Prefill", "## Greedy decode", "## Decode against the memory-bandwidth floor",
             "## 8-turn session", "## Goals"]

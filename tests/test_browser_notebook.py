@@ -1,7 +1,7 @@
 """At home in the notebook, in a real browser, in JupyterLab 4 and in Notebook 7 (one server serves both): a step
 reads a file placed beside the notebook, a shared DataFrame comes back from a step as an HTML table, Fix
 replaces a failing step, and ``%%convsynth`` puts its code into the next cell. Recipe: UI-TESTING.md; the
-server and browser helpers are test_browser.py's."""
+server and browser helpers are in helpers.py."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, KERNEL_READY, ROOT, T, ensure_chromium, free_port, stop_server
+from helpers import CHROMIUM, CHROMIUM_ARGS, KERNEL_READY, ROOT, T, free_port, need_chromium, stop_server
 
 pytestmark = pytest.mark.browser
 
@@ -41,7 +41,7 @@ def notebook() -> dict:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One Jupyter server (JupyterLab and Notebook 7 both), with two copies of the notebook and a data file."""
-    ensure_chromium()
+    need_chromium()
     pytest.importorskip("playwright.sync_api")
     pytest.importorskip("notebook")
     pytest.importorskip("pandas")

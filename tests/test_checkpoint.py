@@ -13,7 +13,7 @@ import convsynth
 from convsynth import CheckpointError, ConfigError
 from convsynth.config import CodeGenConfig, PRESETS, preset
 
-from conftest import ROOT, reference_model, write_checkpoint
+from helpers import ROOT, reference_model, write_checkpoint
 
 
 def test_presets_cover_the_twelve_checkpoints():
@@ -198,7 +198,7 @@ print((status("VmHWM:") - base) / nbytes)
 def test_peak_memory_while_loading(tmp_path, fmt, dtype, fast, bound):
     """Loading holds no second copy, also when an fp16 checkpoint (as on the hub) is upcast to fp32. The CPU's
     oneDNN path (the default where it fits) adds exactly its packed copy of the linear weights, nothing more."""
-    from conftest import SHAPES
+    from helpers import SHAPES
     SHAPES["mem"] = dict(n_embd=512, n_layer=6, n_head=8, rotary_dim=32, vocab_size=51200)  # ~300 MB fp32
     try:
         d = write_checkpoint(reference_model("mem"), tmp_path / fmt, fmt, dtype=dtype)
@@ -208,3 +208,107 @@ def test_peak_memory_while_loading(tmp_path, fmt, dtype, fast, bound):
     assert out.returncode == 0, out.stderr
     ratio = float(out.stdout.strip().splitlines()[-1])
     assert ratio < bound, f"peak memory while loading (fast={fast}) was {ratio:.2f}x the weights"
+
+
+# ------------------------------------------------------------------ reliability (issue 18, issue 13 item 4)
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(n_layer="6"), "n_layer='6' .* must be int, not str"),
+    (dict(n_embd=64.0), "n_embd=64.0 .* must be int, not float"),
+    (dict(vocab_size=True), "vocab_size=True .* must be int, not bool"),
+    (dict(layer_norm_epsilon="1e-5"), "layer_norm_epsilon='1e-5'"),
+    (dict(rotary_dim=8.0), "rotary_dim=8.0"),
+    (dict(eos_token_id="50256"), "eos_token_id='50256'"),
+    (dict(layer_norm_epsilon=0), "layer_norm_epsilon=0 .* must be > 0"),
+    (dict(auto_map={"AutoModelForCausalLM": "modeling_codegen.CodeGenForCausalLM"}),
+     "auto_map .* custom modelling code.*CodeGen1 checkpoints only .CodeGenForCausalLM"),
+    (dict(architectures=["CodeGen25ForCausalLM"]), "architectures=.* runs only CodeGenForCausalLM"),
+    (dict(architectures="CodeGenForCausalLM"), "architectures="),
+])
+def test_config_fields_of_the_wrong_kind_are_named(change, words):
+    d = dict(model_type="codegen", n_embd=64, n_layer=2, n_head=4, rotary_dim=8)
+    d.update(change)
+    with pytest.raises(ConfigError, match=words) as e:
+        CodeGenConfig.from_dict(d, name="config.json")
+    assert "\n" not in str(e.value)
+
+
+def test_a_utf16_config_is_named(checkpoints, tmp_path):
+    d = copy_ckpt(checkpoints, "safetensors", tmp_path)
+    (d / "config.json").write_text((d / "config.json").read_text(), encoding="utf-16")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        convsynth.load(d)
+
+
+def test_a_huge_context_window_allocates_only_what_is_used(checkpoints, tmp_path):
+    d = copy_ckpt(checkpoints, "safetensors", tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["n_positions"] = 10**9  # the rotary tables alone would be 64 GB
+    (d / "config.json").write_text(json.dumps(cfg))
+    cg = convsynth.load(d, fast=False)
+    small = convsynth.load(checkpoints("tiny")[0], fast=False)
+    assert cg.complete("def f():", temperature=0, max_new_tokens=4) == \
+        small.complete("def f():", temperature=0, max_new_tokens=4)
+    assert cg.model.rope("cpu", 10)[0].shape[0] < 10_000
+
+
+def test_a_model_vocabulary_smaller_than_its_tokenizer(checkpoints, tmp_path):
+    d = copy_ckpt(checkpoints, "safetensors", tmp_path)
+    convsynth.load(d).tokenizer.save(d)  # the checkpoint ships its tokenizer (50295 tokens)
+    from safetensors.torch import load_file, save_file
+    sd = load_file(d / "model.safetensors")
+    for k in ("transformer.wte.weight", "lm_head.weight", "lm_head.bias"):
+        sd[k] = sd[k][:50000].contiguous()
+    save_file(sd, d / "model.safetensors", metadata={"format": "pt"})
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["vocab_size"] = 50000
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="50295 tokens but the model has only 50000 embedding rows"):
+        convsynth.load(d)
+    (d / "tokenizer.json").unlink()  # no tokenizer of its own: ids only; a Session refuses at once
+    cg = convsynth.load(d)
+    with pytest.raises(convsynth.SessionError, match="50000 embedding rows"):
+        convsynth.Session(cg)
+
+
+def test_int8_tensors_are_refused_not_cast(checkpoints, tmp_path):
+    d = copy_ckpt(checkpoints, "bin", tmp_path)
+    sd = torch.load(d / "pytorch_model.bin", weights_only=True)
+    sd["transformer.h.0.mlp.fc_in.weight"] = sd["transformer.h.0.mlp.fc_in.weight"].to(torch.int8)
+    torch.save(sd, d / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="fc_in.weight is int8"):
+        convsynth.load(d)
+
+
+def test_a_symlink_loop_is_named(checkpoints, tmp_path):
+    d = copy_ckpt(checkpoints, "safetensors", tmp_path)
+    (d / "model.safetensors").unlink()
+    os.symlink(d / "model.safetensors", d / "model.safetensors")
+    with pytest.raises(CheckpointError, match="symbolic link that loops"):
+        convsynth.load(d)
+
+
+def test_convert_over_an_older_sharded_checkpoint(checkpoints, tmp_path):
+    old, _ = checkpoints("tiny", "safetensors-sharded")
+    dst = tmp_path / "dst"
+    shutil.copytree(old, dst)
+    ref = reference_model("tiny", seed=5)  # other weights
+    src = write_checkpoint(ref, tmp_path / "src", "safetensors")
+    convsynth.codegen.checkpoint.convert(src, dst)
+    assert not list(dst.glob("*.index.json")) and sorted(p.name for p in dst.glob("*.safetensors")) == \
+        ["model.safetensors"]
+    ids = [1, 2, 3, 4]
+    with torch.no_grad():
+        want = ref(torch.tensor([ids])).logits[0]
+    assert (convsynth.load(dst).logits(ids) - want).abs().max().item() < 1e-4
+
+
+def test_convert_refuses_a_file_and_an_unknown_dtype(checkpoints, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(CheckpointError, match="is a file"):
+        convsynth.codegen.checkpoint.convert(checkpoints("tiny")[0], f)
+    with pytest.raises(ConfigError, match="unknown dtype 'int8'"):
+        convsynth.codegen.checkpoint.convert(checkpoints("tiny")[0], tmp_path / "x", dtype="int8")
+    assert not (tmp_path / "x").exists()

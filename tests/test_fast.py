@@ -79,7 +79,7 @@ def forced_cuda_graphs(checkpoints, n: int):
     cg = convsynth.load(directory)
     dec = fast.FastDecoder(cg.model, "eager")
     dec.path = "cuda_graphs"
-    cg.model.fast_decoder = dec
+    cg.decoding = convsynth.generate.DecodePath("cuda_graphs", decoder=dec)
     return cg, dec, want
 
 
@@ -130,9 +130,9 @@ def test_no_room_for_the_full_window_decodes_eagerly_without_giving_up(checkpoin
 def test_switching_back_to_eager_forgets_the_old_reason(checkpoints):
     cg = convsynth.load(checkpoints("tiny")[0], fast=False)
     with pytest.warns(RuntimeWarning, match="CUDA graphs need the model on a CUDA device"):
-        convsynth.codegen.set_fast(cg.model, "cuda_graphs")
+        cg.set_fast("cuda_graphs")
     assert "CUDA graphs need" in cg.decode_path
-    convsynth.codegen.set_fast(cg.model, False)
+    cg.set_fast(False)
     assert cg.decode_path == "eager"
 
 
@@ -150,7 +150,7 @@ def test_onednn_packed_weights_compute_what_eager_computes(checkpoints):
     assert cg.complete(PROMPT, max_new_tokens=24, temperature=0) == want
     lin = cg.model.lm_head
     assert "packed_weight" in lin.__dict__ and lin.weight.shape == eager.model.lm_head.weight.shape
-    convsynth.codegen.set_fast(cg.model, False)
+    cg.set_fast(False)
     assert cg.decode_path == "eager" and "forward" not in lin.__dict__ and "packed_weight" not in lin.__dict__
     assert cg.complete(PROMPT, max_new_tokens=24, temperature=0) == want
 
@@ -247,5 +247,5 @@ def test_compiled_step_generates_what_eager_does(checkpoints):
 def test_cuda_graph_steps_equal_eager_steps_on_gpu(checkpoints, dtype):
     cg = convsynth.load(checkpoints("heads16")[0], device="cuda", dtype=dtype)
     assert cg.decode_path == "cuda_graphs"
-    _compare_steps(cg.model, cg.model.fast_decoder.step, 2e-2)
+    _compare_steps(cg.model, cg.decoding.decoder.step, 2e-2)
     assert cg.decode_path == "cuda_graphs"  # no fallback happened on the way

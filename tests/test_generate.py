@@ -200,3 +200,34 @@ def test_cli_reports_errors_plainly(tmp_path):
     out = subprocess.run([sys.executable, "-m", "convsynth", "complete", "x", "--model", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "no such checkpoint directory" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_sampling_is_defined_once_and_every_entry_point_takes_it(tiny):
+    from convsynth import Session
+    cg = tiny[0]
+    assert Sampling.of() == Sampling() and Sampling.of(None, temperature=None).temperature == Sampling().temperature
+    greedy = Sampling(max_new_tokens=6, temperature=0)
+    assert Sampling.of(greedy, top_p=0.5) == Sampling(max_new_tokens=6, temperature=0, top_p=0.5)
+    assert cg.complete("def f(x):", sampling=greedy) == cg.complete("def f(x):", max_new_tokens=6, temperature=0)
+    assert "".join(cg.stream("def f(x):", sampling=greedy)) == cg.complete("def f(x):", sampling=greedy)
+    assert cg.generate("def f(x):", sampling=greedy, max_new_tokens=3).generated_tokens <= 3  # settings on top
+    s = Session(cg, sampling=greedy, top_k=5, cwd=None)
+    assert s.sampling == Sampling(max_new_tokens=6, temperature=0, top_k=5)
+    assert Session(cg, cwd=None).sampling == Sampling()  # the defaults are Sampling's
+    with pytest.raises(SamplingError, match="must be a convsynth Sampling"):
+        cg.complete("x", sampling={"temperature": 0})
+    s.close()
+
+
+def test_why_a_sample_ended_is_decided_token_by_token(tiny):
+    from convsynth.generate import _Detok, _take
+    tok = tiny[0].tokenizer
+    d = _Detok(tok, make_stop("codegen"))
+    assert _take(tok.eos_token_id, tok.eos_token_id, d) == ("eos", "")
+    ids = tok.encode("x = 1\n\n\n# next step")
+    reasons = []
+    for t in ids:  # as the token loop does: a sample that ended takes no more tokens
+        reasons.append(_take(t, tok.eos_token_id, d)[0])
+        if reasons[-1]:
+            break
+    assert reasons[-1] == "stop" and not any(reasons[:-1]) and len(reasons) < len(ids) and d.text == "x = 1"

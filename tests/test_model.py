@@ -5,7 +5,7 @@ import torch
 import convsynth
 from convsynth.generate import Sampling, decode_tokens
 
-from conftest import FORMATS, SHAPES, reference_model
+from helpers import FORMATS, SHAPES, reference_model
 
 
 def ids_for(shape, n=48, seed=1):
@@ -113,3 +113,22 @@ def test_decode_loop_does_not_grow_the_cache(tiny):
     for _ in range(40):
         next(gen)
     assert cache.k.data_ptr() == k_before and cache.length == 10 + 39
+
+
+def test_prefix_cache_keeps_the_ids_with_the_cache():
+    from convsynth.cache import KVCache, PrefixCache
+    p = PrefixCache(lambda: KVCache(1, 1, 2, max_length=32))
+    assert p.match([1, 2, 3]) == 0 and p.cache is None
+    p.sync([1, 2])  # no cache yet: nothing to forget, nothing made
+    assert p.reuse([1, 2, 3]) == 0 and p.cache is not None
+    p.cache.advance(5)  # a generation: the prompt [1, 2, 3] and sampled 7, 8, 9 (the last one not computed)
+    p.record([1, 2, 3, 7, 8, 9])
+    assert p.ids == [1, 2, 3, 7, 8] and len(p) == 5
+    assert p.match([1, 2, 3, 7, 8, 4]) == 5 and p.match([1, 2, 3, 7, 8]) == 4  # one id is always left to prefill
+    f = p.fork()
+    p.sync([1, 2, 5])
+    assert p.ids == [1, 2] and p.cache.length == 2 and f.ids == [1, 2, 3, 7, 8] and f.cache.length == 5
+    assert p.reuse([1, 9]) == 1 and p.ids == [1] and p.cache.length == 1
+    p.cache.advance(4)  # a step that failed past the prompt: the cache is emptied
+    p.record([1, 9])
+    assert p.ids == [] and p.cache.length == 0

@@ -152,7 +152,7 @@ def test_session_with_int8_weights(tiny, checkpoints):
     with convsynth.Session(cg, temperature=0, max_new_tokens=12, cwd=None) as s:
         for instr in ["Assign 3 to x.", "Print x."]:
             s.ask(instr)
-        assert s._cached_ids == cg.encode(s.text)[:len(s._cached_ids)]
+        assert s.prefix.ids == cg.encode(s.text)[:len(s.prefix)]
         plain = cg.complete(s.text[:len(s.text) - len(s.turns[-1].code) - 2], temperature=0, max_new_tokens=12,
                             stop="codegen")
         assert plain == s.turns[-1].code

@@ -24,7 +24,7 @@ def test_require_names_the_extra_to_install():
         require("convsynth_no_such_module", extra="ui", what="the widget")
 
 
-@pytest.mark.parametrize("blocked", ["ipywidgets", "pygments"])
+@pytest.mark.parametrize("blocked", ["ipywidgets", "pygments", "anywidget"])
 def test_the_widget_without_the_ui_extra_says_how_to_get_it(blocked):
     code = (f"import sys; sys.modules[{blocked!r}] = None\nimport convsynth\n"
             "try:\n    convsynth.ui\nexcept convsynth.ConvsynthError as e:\n    print(type(e).__name__, e)\n")

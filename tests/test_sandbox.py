@@ -323,3 +323,103 @@ def test_run_script_from_many_threads():
         results = list(pool.map(lambda i: run_script(f"print({i} * 2)"), range(16)))
     assert [r.stdout for r in results] == [f"{i * 2}\n" for i in range(16)]
     assert all(r.ok for r in results)
+
+
+# ------------------------------------------------------------------ faults (issue 18)
+
+
+def _python(code: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter (so a hang or a dead host cannot take the test process with it)."""
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_dropped_sandbox_does_not_freeze_the_garbage_collector():
+    # The zmq context used to be collected while the client's sockets were open: its teardown waited forever.
+    code = ("import gc\nfrom convsynth.sandbox import Sandbox\n"
+            "box = Sandbox(); box.run('x = 1'); pid = box.pid; box = None; gc.collect()\n"
+            "box = Sandbox(); box.run('x = 1'); box.me = box; box = None; gc.collect()\n"  # in a cycle too
+            "print('collected', pid, flush=True)\n")
+    out = _python(code)
+    assert out.returncode == 0 and out.stdout.startswith("collected"), out.stderr[-2000:]
+    assert gone_soon(int(out.stdout.split()[1]))
+
+
+@pytest.mark.parametrize("how, isolation", [("os._exit", "off"), ("SIGKILL", "off"), ("SIGTERM", "off"),
+                                           ("SIGKILL", "auto")])
+def test_the_kernel_and_its_children_die_with_the_host(how, isolation):
+    code = (f"import os, sys, time\nfrom convsynth.sandbox import Sandbox\nbox = Sandbox(isolation={isolation!r})\n"
+            "r = box.run('import subprocess\\nprint(subprocess.Popen([\"sleep\", \"600\"]).pid)')\n"
+            "print(box.pid, r.stdout.strip(), box._root, flush=True)\n"
+            + ("os._exit(0)\n" if how == "os._exit" else "time.sleep(600)\n"))
+    host = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    kernel, child, root = host.stdout.readline().split()
+    # isolated, the step sees its child's pid in its own PID namespace: only the unisolated one is a host pid
+    children = [int(child)] if isolation == "off" else []
+    assert all(alive(pid) for pid in [int(kernel), *children]) and os.path.isdir(root)
+    if how != "os._exit":
+        host.send_signal(getattr(signal, how))
+    host.wait(timeout=30)
+    assert all(gone_soon(pid, 20) for pid in [int(kernel), *children])
+    end = time.monotonic() + 10
+    while os.path.exists(root) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not os.path.exists(root)
+
+
+def test_a_step_that_deletes_its_working_directory_does_not_break_restarts():
+    with Sandbox(memory_limit=None, isolation="off") as box:  # isolated, the folder is a mount: it cannot go
+        assert box.run("a = 1\nimport os, shutil\nshutil.rmtree(os.path.dirname(os.getcwd()))").ok
+        assert not os.path.exists(box.workdir)
+        for _ in range(2):  # the replay deletes it again: every restart must cope
+            assert box.restart() == ""
+            assert box.run("print(a)").stdout == "1\n"
+
+
+def test_limits_that_cannot_work_are_refused_up_front():
+    for bad in (-1, float("nan"), "ten", True):
+        with pytest.raises(SandboxError, match="timeout"):
+            Sandbox(timeout=bad)
+    for bad in (10, 2.5e9, -1):
+        with pytest.raises(SandboxError, match="memory_limit=.* bytes"):
+            Sandbox(memory_limit=bad)
+
+
+def test_running_out_of_file_descriptors_is_a_clear_error():
+    code = ("import resource\nfrom convsynth.sandbox import Sandbox, SandboxError\n"
+            "import jupyter_client, ipykernel, zmq  # imported before the limit\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (12, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+            "try:\n    Sandbox().run('1')\nexcept SandboxError as e:\n    print(str(e))\n")
+    out = _python(code)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "too many open files" in out.stdout and len(out.stdout.strip().splitlines()) == 1
+
+
+def test_why_a_step_ended_is_read_from_its_outcome_alone():
+    from convsynth.sandbox import _Outcome, why_ended
+    err = {"status": "error", "ename": "KeyboardInterrupt", "evalue": ""}
+
+    def why(out, closed=False, cancelled=False, mem=2**30):
+        return why_ended(out, closed=closed, cancelled=cancelled, memory_limit=mem)
+    assert why(_Outcome("done", {"status": "ok"})) == "ok"
+    assert why(_Outcome("done", {"status": "error", "ename": "ValueError"})) == "raised"
+    assert why(_Outcome("done", {"status": "ok", "payload": [{"source": "ask_exit"}]})) == "exit"
+    assert why(_Outcome("closed")) == "closed" and why(_Outcome("hung"), closed=True) == "closed"
+    assert why(_Outcome("memory_kill")) == "memory_kill"
+    assert why(_Outcome("died", peak=2**30)) == "out_of_memory" and why(_Outcome("died", peak=10)) == "crashed"
+    assert why(_Outcome("died", peak=2**30), mem=None) == "crashed"
+    assert why(_Outcome("done", err, interrupted=True)) == "timeout"
+    assert why(_Outcome("done", err, interrupted=True), cancelled=True) == "interrupted"
+    assert why(_Outcome("hung", interrupted=True)) == "timeout_hung"
+    assert why(_Outcome("hung", interrupted=True), cancelled=True) == "interrupted_hung"
+
+
+def test_script_result_reads_how_a_script_ended():
+    from convsynth.execution import script_result
+    kw = dict(timed_out=False, truncated=False, timeout=5.0, memory_limit=None, max_output=100)
+    assert script_result(0, "hi\n", "", **kw).status == "ok"
+    tb = "Traceback (most recent call last):\n  File \"main.py\", line 1\nZeroDivisionError: division by zero\n"
+    r = script_result(1, "", tb, **kw)
+    assert (r.status, r.error) == ("error", "ZeroDivisionError: division by zero") and r.traceback.startswith("Tr")
+    assert script_result(1, "", "MemoryError\n", **kw).status == "memory"
+    assert script_result(-9, "", "", **kw).status == "crashed"
+    assert script_result(-9, "", "", **{**kw, "timed_out": True}).note == "Timed out after 5 s; killed."

@@ -24,7 +24,7 @@ from convsynth.errors import ConvsynthError, RemoteError  # noqa: E402
 from convsynth.mtpb_check import load_problems  # noqa: E402
 
 import mtpb_small  # noqa: E402
-from conftest import ROOT  # noqa: E402
+from helpers import ROOT  # noqa: E402
 
 KEY = "sk-test"
 TURNS = ["Assign the list [3, 1, 2] to a variable named a.", "Sort a.", "Print a."]
@@ -104,7 +104,7 @@ def test_widget_generates_a_step_through_the_server(local, remote, tmp_path):
     w = SessionWidget(session, directory=tmp_path)
     assert "convsynth-tiny" in w.title.value
     w.instruction.value = TURNS[0]
-    w.generate_button.click()
+    w.generate()  # the Generate button is part of the instruction box now (h-teacher); generate() presses it
     assert w.wait(120) and not w.error.value, w.error.value
     assert [t.code for t in session.turns] == [want]
     shown = html.unescape(re.sub(r"<[^>]+>", "", w.cards.children[0].code.value))  # the card's highlighted code

@@ -109,8 +109,8 @@ def run_session(cg, speculate, steps=STEPS, **kw):
     for instr in steps:
         s.ask(instr)
         # the cache and the ids it holds stay in step: they are a prefix of the session text's tokens
-        assert len(s._cached_ids) == s._cache.length
-        assert s._cached_ids == cg.encode(s.text)[:len(s._cached_ids)]
+        assert len(s.prefix) == s.prefix.cache.length
+        assert s.prefix.ids == cg.encode(s.text)[:len(s.prefix)]
     return s
 
 
@@ -126,7 +126,7 @@ def test_session_greedy_identical_with_repeats_and_edits(packaged):
         s.ask("Print numbers.")
         s.undo()
     assert spec.text == plain.text
-    assert len(spec._cached_ids) == spec._cache.length
+    assert len(spec.prefix) == spec.prefix.cache.length
     for s in (plain, spec):
         s.close()
 
@@ -277,7 +277,7 @@ def test_widget_settings_and_stats(checkpoints, tmp_path):
         w.speculate.value = "on"
         assert s.speculate == "on"
         w.quantize.value = "int8"
-        assert cg.quantization == "int8 (fbgemm)" and s._cache is None and not w.error.value
+        assert cg.quantization == "int8 (fbgemm)" and s.cached_tokens == 0 and not w.error.value
         s.ask("x = [1, 2, 3]\nx = [1, 2, 3]\nx = [1, 2, 3]")
         w.refresh()
         assert "speculation" in w.cards.children[-1].stats.value

@@ -29,7 +29,7 @@ def test_verification_rejects_a_wrong_program():
     instruction says prints something else than the generator computed."""
     rng = random.Random(7)
     wrong = 0
-    for _ in range(200):
+    for _ in range(400):
         p = TS.program(rng)
         text, _ = TS.render(p, rng)
         broken = text.replace("sorted(", "list(").replace("max(", "min(").replace(".upper()", ".lower()")

@@ -4,6 +4,7 @@ is fine: the widget shows whatever the model writes)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import convsynth  # noqa: E402
 from convsynth import widget as widget_module  # noqa: E402
 from convsynth.widget import SessionWidget, ui  # noqa: E402
 
-from conftest import reference_model, write_checkpoint  # noqa: E402
+from helpers import reference_model, write_checkpoint  # noqa: E402
 
 WAIT = 120  # seconds: generous, the machine may be busy
 
@@ -32,13 +33,14 @@ def cg(checkpoint):
 
 @pytest.fixture
 def session(cg):
-    s = convsynth.Session(cg, max_new_tokens=8, temperature=0)
+    s = convsynth.Session(cg, max_new_tokens=8, temperature=0, cwd=None)  # steps write files: a private folder
     yield s
     s.close()
 
 
 @pytest.fixture
 def w(session, tmp_path):
+    session.autosave = tmp_path / ".convsynth" / "test-1.json"
     return SessionWidget(session, directory=tmp_path)
 
 
@@ -50,132 +52,178 @@ def cards(w):
     return list(w.cards.children)
 
 
+def submit(box, text: str) -> None:
+    """What the page sends on Enter or the box's button: one message carrying the text."""
+    box._handle_custom_msg({"type": "submit", "text": text}, [])
+
+
 def generate(w, instruction: str):
-    w.instruction.value = instruction
-    w.generate_button.click()
+    submit(w.instruction, instruction)
     assert w.wait(WAIT), "generation did not finish"
     assert not w.error.value, w.error.value
 
 
-def test_ui_takes_a_model_a_session_or_a_path(cg, checkpoint, session):
-    made = ui(cg, max_new_tokens=5)
+def test_ui_takes_a_model_a_session_or_a_path(cg, checkpoint, session, tmp_path):
+    made = ui(cg, max_new_tokens=5, directory=tmp_path)
     assert isinstance(made, SessionWidget) and made.session.model is cg
     assert made.session.sampling.max_new_tokens == 5
+    assert made.session.autosave.parent == (tmp_path / ".convsynth").resolve()
     assert ui(session).session is session
     with pytest.raises(TypeError, match="no session options"):
         ui(session, temperature=0.5)
     assert isinstance(session.widget(), SessionWidget) and session.widget().session is session
     assert convsynth.ui is ui
-    from_path = ui(str(checkpoint))
+    from_path = ui(str(checkpoint), directory=tmp_path)
     assert from_path.session.model.config.n_embd == cg.config.n_embd
+    assert from_path.session.autosave != made.session.autosave  # each widget its own file
     assert repr(made) == f"SessionWidget(model={cg.name!r}, turns=0)"
-    for w_, cls in ((made.instruction, "convsynth-instruction"), (made.generate_button, "convsynth-generate"),
-                    (made.stop_button, "convsynth-stop"), (made.error, "convsynth-error"),
-                    (made.settings, "convsynth-settings"), (made.prompt_panel, "convsynth-prompt-view"),
-                    (made.status, "convsynth-status"), (made.run_all_button, "convsynth-run-all"), (made, "convsynth")):
+    for w_, cls in ((made.instruction, "convsynth-instruction"), (made.stop_button, "convsynth-stop"),
+                    (made.error, "convsynth-error"), (made.settings, "convsynth-settings"),
+                    (made.prompt_panel, "convsynth-prompt-view"), (made.status, "convsynth-status"),
+                    (made.run_all_button, "convsynth-run-all"), (made.undo_button, "convsynth-undo-change"),
+                    (made.redo_button, "convsynth-redo"), (made, "convsynth")):
         assert cls in w_._dom_classes
-    assert made.generate_button.description == "Generate"
+    assert made.instruction.button == "Generate" and "convsynth-generate" in made.instruction.button_classes
+    assert not list(tmp_path.glob(".convsynth/*"))  # nothing is written before the first change
+    with pytest.raises(convsynth.SessionError, match="no saved session"):
+        ui(str(tmp_path / "missing.json"))
 
 
 def test_generate_streams_code_into_a_card(w, session, monkeypatch):
     monkeypatch.setattr(widget_module, "STREAM_INTERVAL", 0.0)
     session.sampling = session.sampling.replace(max_new_tokens=12)
     streamed = []
-    w.live.code.observe(lambda c: streamed.append(c["new"]), "value")
+    w.live.code.observe(lambda c: streamed.append(c["new"]), "html")
     shown = []
     w.stop_button.layout.observe(lambda c: shown.append(c["new"]), "display")
     w.instruction.value = "Assign 3 to x."
-    w.generate_button.click()
+    submit(w.instruction, "Assign 3 to x.")
     assert w.wait(WAIT)
     assert shown == [None, "none"]  # Stop was there while generating, and only then
-    assert not w.busy and not visible(w.stop_button) and not w.generate_button.disabled
+    assert not w.busy and not visible(w.stop_button) and not w.instruction.busy
     assert not w.error.value, w.error.value
     [card] = cards(w)
     turn = session.turns[0]
     assert card.turn is turn and "convsynth-card" in card._dom_classes
     assert "Assign 3 to x." in card.head.value and "Step 1" in card.head.value
-    assert 'class="cs-hl"' in card.code.value  # pygments
+    assert 'class="cs-hl"' in card.code.html and card.code.value == turn.code  # pygments, and the raw code
     assert len([v for v in streamed if "cs-hl" in v]) >= 2  # it grew piece by piece
-    assert f"<b>{turn.stats.prefill_tokens}</b> new + <b>0</b> cached" in card.stats.value
-    assert "tokens/s" in card.stats.value and "first token" in card.stats.value
+    assert f"<b>{turn.stats.prefill_tokens}</b> new + <b>0</b> cached tokens" in card.stats.value
+    # no "1 tokens" (a rate such as "75.1 tokens/s" is not one)
+    assert "first token" in card.stats.value and not re.search(r"(?<![\d.])1 tokens", card.stats.value)
     assert w.instruction.value == ""  # ready for the next one
-    assert "1 step" in w.title.value
-    assert visible(card.run_button) and visible(card.undo_button) and visible(card.regenerate_button)
+    assert "1 step " in w.title.value
+    assert visible(card.run_button) and visible(card.delete_button) and visible(card.regenerate_button)
 
 
 def test_streaming_is_throttled(w, session, monkeypatch):
     monkeypatch.setattr(widget_module, "STREAM_INTERVAL", 3600.0)
     session.sampling = session.sampling.replace(max_new_tokens=16)
     updates = []
-    w.live.code.observe(lambda c: updates.append(c["new"]), "value")
+    w.live.code.observe(lambda c: updates.append(c["new"]), "html")
     generate(w, "Assign 3 to x.")
     assert session.turns[0].stats.generated_tokens > 2
     assert len(updates) <= 2  # "waiting for the first token", then at most one update per interval
 
 
-def test_enter_submits_and_the_next_turn_reuses_the_cache(w, session):
-    w.instruction.value = "Assign 3 to x."
-    w.instruction._handle_custom_msg({"event": "submit"}, [])  # what the front end sends on Enter
+def test_enter_generates_exactly_the_text_it_carries(w, session):
+    w.instruction.value = "Assign 3 to"  # the value synced so far lags behind the page: it must not matter
+    submit(w.instruction, "Assign 3 to x.")
     assert w.wait(WAIT)
+    assert session.turns[0].instruction == "Assign 3 to x."
+    assert w.instruction.value == "Assign 3 to"  # something else is in the box: it is not cleared
     generate(w, "Print x.")
     first, second = cards(w)
     stats = session.turns[1].stats
     assert stats.cached_tokens > 0 and stats.prefill_tokens < stats.cached_tokens
     assert f"<b>{stats.cached_tokens}</b> cached tokens" in second.stats.value
-    assert not visible(first.undo_button) and visible(second.undo_button)  # Undo on the last card only
-    assert not visible(first.regenerate_button)
+    first.edit_button.click()
+    assert visible(first.edit_row) and first.editor.value == "Assign 3 to x."
+    first.editor.value = "Assign 4"  # stale again: the Edit box's Enter carries its text too
+    submit(first.editor, "Assign 4 to x.")
+    assert w.wait(WAIT) and not w.error.value
+    assert [t.instruction for t in session.turns] == ["Assign 4 to x.", "Print x."]
 
 
-def test_stop_cancels_generation_and_the_session_goes_on(w, session, monkeypatch):
+def test_stop_drops_the_unfinished_step_and_the_session_goes_on(w, session, monkeypatch):
     monkeypatch.setattr(widget_module, "STREAM_INTERVAL", 0.0)
+    generate(w, "Assign 3 to x.")
     session.sampling = session.sampling.replace(max_new_tokens=1500)
-    w.instruction.value = "Assign 3 to x."
-    w.generate_button.click()
+    submit(w.instruction, "Loop forever.")
     deadline = time.monotonic() + WAIT
-    while "cs-hl" not in w.live.code.value and time.monotonic() < deadline:
+    while "cs-hl" not in w.live.code.html and time.monotonic() < deadline:
         time.sleep(0.02)
-    w.generate_button.click()  # busy: ignored, said so
+    submit(w.instruction, "Print x.")  # busy: ignored, said so
     assert "Busy" in w.status.value
     w.stop_button.click()
     assert w.wait(WAIT)
-    [turn] = session.turns
-    assert turn.stats.finish_reason == "cancelled" and 0 < turn.stats.generated_tokens < 1500
-    assert "(stopped)" in cards(w)[0].stats.value and w.status.value == "Stopped."
-    assert not visible(w.stop_button) and not w.error.value
+    assert [t.instruction for t in session.turns] == ["Assign 3 to x."]  # no half step left to undo by hand
+    assert "Stopped: the unfinished step was dropped" in w.status.value
+    assert not visible(w.stop_button) and not w.error.value and len(cards(w)) == 1
+    w.redo_button.click()  # it can be had back
+    assert w.wait(WAIT)
+    assert session.turns[-1].stats.finish_reason == "cancelled" and len(cards(w)) == 2
     session.sampling = session.sampling.replace(max_new_tokens=4)
     generate(w, "Print x.")
-    assert len(session.turns) == 2 and session.turns[1].stats.finish_reason != "cancelled"
+    assert len(session.turns) == 3 and session.turns[2].stats.finish_reason != "cancelled"
 
 
-def test_undo_regenerate_and_inline_edit(w, session):
-    generate(w, "Assign 3 to x.")
-    generate(w, "Print x.")
-    old = cards(w)[1]
-    old.regenerate_button.click()
-    assert w.wait(WAIT) and not w.error.value
-    assert [t.instruction for t in session.turns] == ["Assign 3 to x.", "Print x."]
-    assert cards(w)[1] is not old  # a new turn, a new card
-
-    cards(w)[1].undo_button.click()
-    assert w.wait(WAIT)
-    assert len(session.turns) == 1 and len(cards(w)) == 1
-
+def test_edit_keeps_later_steps_undo_redo_and_delete_asks(w, session):
+    for ins in ("Assign 3 to x.", "Print x.", "Assign 4 to y."):
+        generate(w, ins)
+    later = [t.code for t in session.turns[1:]]
     first = cards(w)[0]
-    assert not visible(first.edit_row)
     first.edit_button.click()
-    assert visible(first.edit_row) and first.editor.value == "Assign 3 to x."
-    first.editor.value = "Assign 4 to y."
-    first.editor._handle_custom_msg({"event": "submit"}, [])  # Enter in the inline editor
+    submit(first.editor, "Assign 5 to x.")
     assert w.wait(WAIT) and not w.error.value
-    assert [t.instruction for t in session.turns] == ["Assign 4 to y."]
-    assert len(cards(w)) == 1 and "Assign 4 to y." in cards(w)[0].head.value
+    assert [t.instruction for t in session.turns] == ["Assign 5 to x.", "Print x.", "Assign 4 to y."]
+    assert [t.code for t in session.turns[1:]] == later and len(cards(w)) == 3  # nothing lost
+    assert "Undo the edit" == w.undo_button.tooltip
+    w.undo_button.click()
+    assert w.wait(WAIT) and w.status.value == "Undid the edit."
+    assert session.turns[0].instruction == "Assign 3 to x." and "Assign 3 to x." in cards(w)[0].head.value
+    w.redo_button.click()
+    assert w.wait(WAIT) and session.turns[0].instruction == "Assign 5 to x."
 
-    generate(w, "Print y.")
-    cards(w)[0].edit_button.click()
-    cards(w)[0].editor.value = "Assign 5 to z."
-    cards(w)[0].save_button.click()  # editing step 1 drops the steps after it
+    old = cards(w)[1]
+    old.regenerate_button.click()  # any generated step, later ones kept
     assert w.wait(WAIT) and not w.error.value
-    assert [t.instruction for t in session.turns] == ["Assign 5 to z."] and len(cards(w)) == 1
+    assert len(session.turns) == 3 and cards(w)[1] is not old
+    cards(w)[1].regenerate_button.click()  # again, nothing changed before it: greedy gives the same code
+    assert w.wait(WAIT) and not w.error.value
+    assert "Regenerated: the same code again (temperature 0" in w.status.value  # said, not silent
+
+    cards(w)[1].delete_button.click()  # asks first
+    assert visible(w.confirm_row) and "Delete step 2" in w.confirm_text.value and len(session.turns) == 3
+    w.confirm_no.click()
+    assert not visible(w.confirm_row) and len(session.turns) == 3
+    cards(w)[1].delete_button.click()
+    w.confirm_yes.click()
+    assert w.wait(WAIT)
+    assert [t.instruction for t in session.turns] == ["Assign 5 to x.", "Assign 4 to y."] and len(cards(w)) == 2
+    w.undo_button.click()
+    assert w.wait(WAIT) and len(cards(w)) == 3
+
+
+def test_code_edited_in_a_card_is_saved_marked_and_runs(w, session):
+    session.add_code("x = 1", "Assign 1 to x.")
+    session.add_code("print(x)")
+    card = cards(w)[1]  # the widget followed the changes made from code
+    card.code._handle_custom_msg({"type": "save", "text": "print(x + 1)"}, [])  # leaving the editor saves
+    assert w.wait(WAIT) and not w.error.value
+    assert session.turns[1].code == "print(x + 1)\n" and session.turns[1].edited
+    assert "code edited by hand" in cards(w)[1].head.value
+    cards(w)[1].code._handle_custom_msg({"type": "run", "text": "print(x + 41)"}, [])  # Shift+Enter
+    assert w.wait(WAIT) and not w.error.value
+    assert session.turns[1].result.stdout == "42\n" and "42" in cards(w)[1].outputs.outputs[0]["text"]
+    assert session.turns[0].result.ok  # what it depends on ran first
+    assert cards(w)[1].run_button.description == "Run again"
+    w.run_all_button.click()
+    assert "Nothing to run" in w.status.value  # said, not silent
+    from convsynth.session import Turn
+    session.turns.append(Turn("Do nothing.", "\n"))  # a step the model left empty is not reported as "ok"
+    w.refresh()
+    assert "no code: nothing to run" in cards(w)[-1].output.value and "(no code)" in cards(w)[-1].code.html
 
 
 def test_run_shows_stdout_errors_images_and_timeouts(w, session):
@@ -191,24 +239,30 @@ def test_run_shows_stdout_errors_images_and_timeouts(w, session):
     assert hello.outputs.outputs == ({"output_type": "stream", "name": "stdout", "text": "hello from the sandbox\n"},)
     [err] = zero.outputs.outputs
     assert err["output_type"] == "error" and err["ename"] == "ZeroDivisionError" and "cs-bad" in zero.output.value
-    assert session.turns[2].result is None and visible(plot.run_button) and not plot.output.value
-    assert plot.outputs.outputs == ()
+    assert session.turns[2].result is None and plot.run_button.description == "Run" and visible(plot.run_button)
+    assert not plot.output.value and plot.outputs.outputs == ()
     plot.run_button.click()
     assert w.wait(WAIT) and not w.error.value
     assert "ok" in hello.output.value and "cs-bad" not in hello.output.value
-    assert any(line.startswith("ZeroDivisionError") for line in err["traceback"])
+    assert "Step 2: ZeroDivisionError" in zero.output.value  # the error in one line, the step named
+    assert any(line.startswith("ZeroDivisionError") for line in err["traceback"])  # its traceback, in the outputs
     [png] = plot.outputs.outputs
     assert png["output_type"] == "display_data" and png["data"]["image/png"]
-    assert not any(visible(c.run_button) for c in (hello, zero, plot))  # nothing left to run
+    assert all(c.run_button.description == "Run again" and visible(c.run_button) for c in (hello, zero, plot))
     assert all(t.result is not None for t in session.turns)
 
     w.timeout.value = 1.0  # the settings' timeout reaches the sandbox
-    session.add_code("import time\ntime.sleep(30)")
-    w.refresh()
+    session.add_code("import os, time\nif not os.path.exists('go'):\n    time.sleep(30)\nprint('went')")
     w.run_all_button.click()
     assert w.wait(WAIT)
     assert session.turns[-1].result.status == "timeout"
-    assert "timeout" in cards(w)[-1].output.value
+    out = cards(w)[-1].output.value
+    assert "stopped after 1 s: time limit" in out and "KeyboardInterrupt" not in out and "Traceback" not in out
+    assert "KeyboardInterrupt" not in str(cards(w)[-1].outputs.outputs)  # no traceback in the outputs either
+    (Path(session.sandbox.workdir) / "go").touch()
+    cards(w)[-1].run_button.click()  # a timed-out step runs again
+    assert w.wait(WAIT) and not w.error.value
+    assert session.turns[-1].result.stdout == "went\n"
 
 
 def test_settings_reach_the_session(w, session):
@@ -232,7 +286,7 @@ def test_auto_run_runs_each_generated_step(w, session):
 
 
 def test_errors_are_shown_and_the_session_keeps_its_turns(w, session, monkeypatch):
-    w.generate_button.click()  # nothing typed
+    submit(w.instruction, "  ")  # nothing typed
     assert visible(w.error) and "Type an instruction" in w.error.value and not session.turns
 
     generate(w, "Assign 3 to x.")
@@ -242,7 +296,7 @@ def test_errors_are_shown_and_the_session_keeps_its_turns(w, session, monkeypatc
         raise RuntimeError("boom in a callback")
     monkeypatch.setattr(session, "ask", broken)
     w.instruction.value = "Print x."
-    w.generate_button.click()
+    submit(w.instruction, "Print x.")
     assert w.wait(WAIT)
     assert visible(w.error) and "RuntimeError" in w.error.value and "boom in a callback" in w.error.value
     assert "Traceback" in w.error.value  # the whole traceback, folded
@@ -251,7 +305,7 @@ def test_errors_are_shown_and_the_session_keeps_its_turns(w, session, monkeypatc
     monkeypatch.undo()
 
     w.max_new_tokens.value = session.model.config.n_positions  # does not fit: ContextWindowError
-    w.generate_button.click()
+    submit(w.instruction, "Print x.")
     assert w.wait(WAIT)
     assert "ContextWindowError" in w.error.value and "context window is full" in w.error.value
     assert len(session.turns) == 1
@@ -260,23 +314,28 @@ def test_errors_are_shown_and_the_session_keeps_its_turns(w, session, monkeypatc
     w.error.value = ""
     w.export_py_button.click()  # errors in plain callbacks land there too
     assert "boom in a callback" in w.error.value
+    assert not list(w.directory.glob("*.py"))  # and no empty file was left
 
 
-def test_exports_program_and_new_cell(w, session, tmp_path, monkeypatch):
+def test_exports_never_overwrite_and_link_the_file(w, session, tmp_path, monkeypatch):
     session.add_code("x = 3", "Assign 3 to x.")
-    w.refresh()
+    (tmp_path / "convsynth-session.py").write_text("mine\n")  # someone's file: never replaced
     w.export_py_button.click()
-    py = tmp_path / "convsynth-session.py"
-    assert py.read_text() == session.to_python() and str(py) in w.status.value
+    w.export_py_button.click()
+    assert (tmp_path / "convsynth-session.py").read_text() == "mine\n"
+    assert (tmp_path / "convsynth-session-2.py").read_text() == session.to_python()
+    assert (tmp_path / "convsynth-session-3.py").read_text() == session.to_python()
+    assert w.bridge.link_text == "Wrote"
+    assert w.bridge.link_path == str((tmp_path / "convsynth-session-3.py").resolve())
     w.export_nb_button.click()
-    nb = json.loads((tmp_path / "convsynth-session.ipynb").read_text())
-    assert any("x = 3" in "".join(c["source"]) for c in nb["cells"])
-    assert str(tmp_path / "convsynth-session.ipynb") in w.status.value
+    w.export_nb_button.click()
+    for name in ("convsynth-session.ipynb", "convsynth-session-2.ipynb"):
+        nb = json.loads((tmp_path / name).read_text())
+        assert any("x = 3" in "".join(c["source"]) for c in nb["cells"])
 
     assert not visible(w.program_box)
     w.program_button.click()
-    assert visible(w.program_box) and w.program.value == session.to_python()
-    assert "convsynth-program" in w.program._dom_classes
+    assert visible(w.program_box) and "x = 3" in w.program.value and "read-only" in w.program_box.children[0].value
 
     class FakeShell:
         def set_next_input(self, text, replace=False):
@@ -288,9 +347,53 @@ def test_exports_program_and_new_cell(w, session, tmp_path, monkeypatch):
     assert shell.text == session.to_python()
 
 
+def test_save_open_resume_and_the_kernel_gone_message(cg, tmp_path):
+    w = ui(cg, directory=tmp_path, resume=True, max_new_tokens=6, temperature=0)  # nothing saved yet: a new one
+    assert not w.session.turns and w.resumable
+    generate(w, "Assign 3 to x.")
+    generate(w, "Print x.")
+    path = w.session.autosave
+    assert path.parent == (tmp_path / ".convsynth").resolve() and len(json.loads(path.read_text())["turns"]) == 2
+    assert w.bridge.gone_message == "The kernel restarted or stopped: run this cell again to resume (2 steps saved)."
+    w.session.close()
+
+    back = ui(cg, directory=tmp_path, resume=True, max_new_tokens=9)  # the cell run again after a restart
+    assert back.session.autosave == path and back.session.text == w.session.text
+    assert back.session.sampling.max_new_tokens == 9  # the cell's options still apply
+    assert len(cards(back)) == 2
+    other = ui(cg, directory=tmp_path)  # not resuming: a new file, and a message that says how to resume
+    assert other.session.autosave != path and "ui(resume=True)" in other.bridge.gone_message
+    other.session.add_code("y = 1")
+    other.save()
+    assert other.bridge.link_text == "Saved to" and Path(other.open_choice.options[0][1]) == other.session.autosave
+    other.open_session(str(path))  # has a step: asks first
+    assert visible(other.confirm_row) and "Open" in other.confirm_text.value
+    other.confirm_yes.click()
+    assert other.session.autosave == path and len(cards(other)) == 2
+    by_path = ui(str(path), model=cg)
+    assert by_path.session.text == back.session.text
+    for x in (back, other, by_path):
+        x.session.close()
+
+
+def test_long_outputs_are_bounded_and_stats_read_right():
+    from convsynth.execution import ExecutionResult
+    from convsynth.session import TurnStats
+    from convsynth.widget_html import result_html, stats_html
+    long = result_html(ExecutionResult("ok", stdout="".join(f"{i}\n" for i in range(10_000))))
+    assert 'class="cs-scroll"' in long and 'class="cs-all"' in long
+    assert "cs-scroll" not in result_html(ExecutionResult("ok", stdout="1\n2\n"))
+    one = stats_html(TurnStats(prefill_tokens=1, cached_tokens=1, time_to_first_token=0.01,
+                               decode_tokens_per_s=0.0, generated_tokens=1, finish_reason="stop"))
+    assert "<b>1</b> cached token &middot;" in one and "1 token (" in one and "tokens/s" not in one
+    stopped = result_html(ExecutionResult("error", error="KeyboardInterrupt", traceback="Traceback...\nKeyboardInt",
+                                          note="Interrupted on request; interrupted."))
+    assert "stopped: you pressed Stop" in stopped and "Traceback" not in stopped
+
+
 def test_prompt_view_tells_cached_from_new_tokens(w, session):
     w.prompt_panel.selected_index = 0  # opening it renders the view
-    assert "cs-new" in w.prompt.value and "0 tokens" in w.prompt.value  # nothing cached yet
+    assert "The session so far" in w.prompt.value and "Type an instruction" in w.prompt.value  # empty box
     generate(w, "Assign 3 to x.")
     w.instruction.value = "Print x."  # the view follows the box
     tokens = session.prompt_tokens("Print x.")
@@ -299,5 +402,20 @@ def test_prompt_view_tells_cached_from_new_tokens(w, session):
     assert 0 < cached < len(tokens)
     assert w.prompt.value.count('class="cs-tok cs-cached"') == cached + 1  # + the legend's sample
     assert w.prompt.value.count('class="cs-tok cs-new"') == len(tokens) - cached + 1
-    assert f"{cached} tokens" in w.prompt.value and "Print" in w.prompt.value
+    assert f"{cached} tokens" in w.prompt.value and "Print" in w.prompt.value and "cs-prompt-scroll" in w.prompt.value
     assert "convsynth-prompt-view" in w.prompt_panel._dom_classes
+
+
+def test_the_widget_follows_changes_made_from_code(w, session):
+    session.ask("Assign 5 to x.")  # from a cell: the cards follow without refresh()
+    assert len(cards(w)) == 1 and "Assign 5 to x." in cards(w)[0].head.value and "1 step" in w.title.value
+    session.add_code("y = 2")
+    session.delete(0)
+    assert len(cards(w)) == 1 and "code written by hand" in cards(w)[0].head.value
+    session.sampling = session.sampling.replace(temperature=0.7, top_p=0.5, max_new_tokens=12)
+    session.auto_run, session.timeout = True, 3.0  # the settings follow code too
+    assert (w.temperature.value, w.top_p.value, w.max_new_tokens.value) == (0.7, 0.5, 12)
+    assert w.auto_run.value is True and w.timeout.value == 3.0
+    w.temperature.value = 0.3  # and the controls still change the session
+    assert session.sampling.temperature == 0.3 and session.sampling.top_p == 0.5
+    assert not w.busy and w.work.action == ""
