@@ -26,6 +26,7 @@ class CodeGen:
         self.name, self.path = name, path
         self.decoding = decoding if decoding is not None else DecodePath()  # how decode steps run; passed on
         self.fast: str | bool | None = "auto"  # the decode path asked for (load's fast); set_quantize reuses it
+        self.weights = 0          # bumped when set_quantize changes the weights: keys/values cached before are stale
         self.load_seconds = 0.0
         self.lock = threading.Lock()  # one generation at a time per model (caches are per caller)
         self.speculate = "auto"   # speculative decoding: 'auto' (greedy, when it pays), 'on' or 'off'
@@ -63,8 +64,8 @@ class CodeGen:
 
     def set_quantize(self, quantize: str | None) -> None:
         """Switch the weights: 'int8' quantizes them in place; None reads the float weights again from the
-        checkpoint (an int8 checkpoint has none). The decode path is chosen again (``fast`` as asked before).
-        Callers holding KV caches must drop them (``Session.set_quantize`` does)."""
+        checkpoint (an int8 checkpoint has none). The decode path is chosen again (``fast`` as asked before), and
+        ``weights`` changes, so prefix caches made with the old weights are dropped (``Session`` checks it)."""
         from .quant import check_mode
         mode = check_mode(quantize)
         with self.lock:
@@ -79,6 +80,7 @@ class CodeGen:
                 self.model = checkpoint.load_weights(self.path, self.config, device=self.model.device,
                                                      dtype=self.model.dtype)
             self.decoding = set_fast(self.model, self.fast)
+            self.weights += 1
 
     def set_draft(self, draft: "CodeGen | None") -> None:
         """Draft speculative tokens with ``draft`` (a smaller model with the same tokenizer), or with prompt

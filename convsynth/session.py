@@ -98,7 +98,8 @@ class Session:
         self.turns: list[Turn] = []
         self.dropped: list[Turn] = []  # turns dropped from the prompt by overflow='drop_oldest' (kept for export)
         self.preamble_result = None
-        self.prefix = PrefixCache(lambda: self.model.model.new_cache())  # the cached ids live with the cache
+        # the cached ids live with the cache, which is dropped when the model's weights change (set_quantize)
+        self.prefix = PrefixCache(lambda: self.model.model.new_cache(), weights=lambda: self.model.weights)
         self._draws = 0                  # generations so far: seeds each one differently but reproducibly
         self._lock = threading.RLock()   # held only for short, non-yielding sections; never while a callback runs
         self._idle = threading.Condition(self._lock)
@@ -244,16 +245,18 @@ class Session:
     # ---- decoding: int8 weights and speculation ------------------------------------------------------------
     def set_quantize(self, quantize: str | None) -> None:
         """Switch the model's weights ('int8' or None for float, see ``CodeGen.set_quantize``). The KV cache, made
-        with the old weights, is dropped, so the next turn prefills the session text once. Reported to ``on_change``
-        as a "settings" change ("quantize")."""
+        with the old weights, is dropped (here, and in any other session on the model at its next turn), so the
+        next turn prefills the session text once. Reported to ``on_change`` as a "settings" change ("quantize")."""
         if getattr(self.model, "remote", False):
             raise SessionError("the weights of a remote model are the server's: start the server with the weights "
                                "you want.")
         with self._lock:
             self._wait_idle()
-            self.model.set_quantize(quantize)
-            self.prefix.clear()
-        self._notify(Change("settings", settings=("quantize",)))
+            before = self.model.weights
+            self.model.set_quantize(quantize)  # a new CodeGen.weights: self.prefix forgets its keys/values
+            changed = self.model.weights != before
+        if changed:
+            self._notify(Change("settings", settings=("quantize",)))
 
     def _speculate_mode(self) -> str:
         """The speculation this session's turns use: its own ``speculate``, else the model's."""

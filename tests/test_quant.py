@@ -158,6 +158,32 @@ def test_session_with_int8_weights(tiny, checkpoints):
         assert plain == s.turns[-1].code
 
 
+def test_switching_the_weights_drops_every_session_cache(checkpoints):
+    """set_quantize in one session: it, another session on the same model and a fork prefill again instead of
+    serving keys/values made with the float weights, and the switch is reported as a settings change."""
+    directory, _ = checkpoints("tiny")
+    cg = convsynth.load(directory)
+    with convsynth.Session(cg, temperature=0, max_new_tokens=8, cwd=None) as a, \
+            convsynth.Session(cg, temperature=0, max_new_tokens=8, cwd=None) as b:
+        a.ask("Assign 3 to x.")
+        b.ask("Assign 3 to x.")
+        fork = b.fork()
+        changes = []
+        a.on_change(changes.append)
+        a.set_quantize("int8")
+        assert cg.quantization == "int8 (fbgemm)" and cg.weights == 1
+        assert changes == ["settings"] and changes[0].settings == ("quantize",)
+        assert a.cached_tokens == 0 and b.prompt_tokens("Print x.")[0][1] is False
+        for s in (a, b, fork):
+            turn = s.ask("Print x.")
+            assert turn.stats.cached_tokens == 0
+            before = s.text[:len(s.text) - len(turn.code) - 2]
+            assert turn.code == cg.complete(before, temperature=0, max_new_tokens=8, stop="codegen")
+        a.set_quantize("int8")  # the weights are int8 already: nothing changes, the caches stay
+        assert cg.weights == 1 and a.ask("Print x.").stats.cached_tokens > 0
+        fork.close()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the weight-only CUDA path needs a CUDA GPU")
 def test_cuda_weight_only(checkpoints):
     directory, ref = checkpoints("tiny")
