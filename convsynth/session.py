@@ -83,9 +83,10 @@ class Session:
             raise SessionError(f"cwd {self.cwd} is not a folder: create it first, or pass cwd=None for a private "
                                "scratch folder.")
         self.auto_fix = int(auto_fix)
+        if speculate is not None:
+            from .speculative import check_mode
+            check_mode(speculate)  # a bad value is refused here, not at the first turn
         self.speculate = speculate
-        if quantize is not None:
-            model.set_quantize(quantize)
         self.model, self.preamble = model, preamble
         self.sampling = Sampling.of(sampling, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                     top_k=top_k, repetition_penalty=repetition_penalty, seed=seed)
@@ -109,6 +110,8 @@ class Session:
         self._sandbox = None
         self._ran: list[str] = []         # code that the sandbox has run successfully, in order
         self._start_history(autosave)
+        if quantize is not None:  # last: the model is shared, and every other argument was checked by now
+            self.set_quantize(quantize)
 
     def __setattr__(self, name, value) -> None:
         old = self.__dict__.get(name, self)

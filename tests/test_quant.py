@@ -158,6 +158,16 @@ def test_session_with_int8_weights(tiny, checkpoints):
         assert plain == s.turns[-1].code
 
 
+def test_a_session_refused_leaves_the_shared_weights_alone(checkpoints):
+    directory, _ = checkpoints("tiny")
+    cg = convsynth.load(directory)
+    with pytest.raises(convsynth.ConvsynthError, match="isolation"):
+        convsynth.Session(cg, quantize="int8", isolation="bogus", cwd=None)
+    with pytest.raises(convsynth.ConvsynthError, match="speculate"):
+        convsynth.Session(cg, quantize="int8", speculate="sometimes", cwd=None)
+    assert cg.quantization is None and cg.weights == 0
+
+
 def test_switching_the_weights_drops_every_session_cache(checkpoints):
     """set_quantize in one session: it, another session on the same model and a fork prefill again instead of
     serving keys/values made with the float weights, and the switch is reported as a settings change."""
