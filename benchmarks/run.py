@@ -2,13 +2,16 @@
 """convsynth against transformers, in one process, on the same random-weight CodeGen checkpoint.
 
     python benchmarks/run.py [--config 350M|2B|tiny] [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--fast MODE]
-                             [--quick] [--out benchmarks/results]
+                             [--quick] [--out benchmarks/results] [--threads N] [--no-peers] [--no-spec]
 
 Builds transformers' CodeGenForCausalLM with random weights from the preset config, saves it once to a temporary
 directory (safetensors + tokenizer.json), then loads that directory with ``convsynth.load`` and with
 ``CodeGenForCausalLM.from_pretrained`` and measures: load time, prefill, greedy decode, decode against the machine's
 memory-bandwidth floor (measured here), and an 8-turn MTPB-style session (convsynth's Session against transformers
-re-encoding the history every turn and against transformers reusing its DynamicCache). Prints markdown tables and
+re-encoding the history every turn and against transformers reusing its DynamicCache). Then CTranslate2 fp32 and
+int8 (converted from the same directory, same threads) beside convsynth fp32 and int8 (peers.py; says so when
+ctranslate2 is not installed), and a repeating session on the packaged model with and without speculative decoding
+(spec_session.py). Prints markdown tables and
 writes ``<out>/<hardware>-<config>-<dtype>[-<fast>][-quick].{md,json,png}``. What each number means: benchmarks/README.md.
 
 When both models fit in memory together, every repeat alternates between the two systems, so a change in the
@@ -102,6 +105,9 @@ class Plan:
     session_repeats: int
     bandwidth_repeats: int
     bandwidth_again: bool  # measure the bandwidth at the end too and keep the best
+    peer_repeats: int = 3      # CTranslate2 against convsynth fp32/int8 (peers.py)
+    spec_tokens: int = 64      # the speculation session (spec_session.py): new tokens per step
+    spec_repeats: int = 3
 
 
 FULL = Plan(load_repeats=3, prefill_lengths=(60, 512), prefill_repeats=3, prefill_warmup=1, decode_prompt=60,
@@ -109,7 +115,7 @@ FULL = Plan(load_repeats=3, prefill_lengths=(60, 512), prefill_repeats=3, prefil
             bandwidth_again=True)
 QUICK = Plan(load_repeats=1, prefill_lengths=(60, 512), prefill_repeats=1, prefill_warmup=0, decode_prompt=60,
              decode_tokens=(8, 24), decode_repeats=1, session_tokens=8, session_repeats=1, bandwidth_repeats=3,
-             bandwidth_again=False)
+             bandwidth_again=False, peer_repeats=1, spec_tokens=16, spec_repeats=1)
 
 
 def log(msg: str) -> None:
@@ -397,6 +403,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: every core this process may use)")
     p.add_argument("--fast", choices=["auto", "cuda_graphs", "compile", "onednn", "eager"], default="auto",
                    help="convsynth's decode step (default auto: CUDA graphs on a GPU, oneDNN-packed weights on a CPU)")
+    p.add_argument("--no-peers", action="store_true", help="skip CTranslate2 and convsynth int8 (peers.py)")
+    p.add_argument("--no-spec", action="store_true", help="skip the speculation session (spec_session.py)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -436,6 +444,16 @@ def main(argv=None) -> int:
         r["convsynth"], r["transformers"] = res["convsynth"], res["transformers"]
         r["decode_path"] = state.get("decode_path", "eager")
         r["hf_attn"] = r["transformers"]["attn_implementation"]
+        if not args.no_peers:  # CTranslate2 fp32/int8 beside convsynth fp32/int8, from the same checkpoint
+            from peers import bench_peers
+            prompt = text_of_tokens(tokenizer, plan.decode_prompt)
+            r["peers"] = bench_peers(directory, Path(tmp), device=device, dtype=dtype, fast=args.fast,
+                                     threads=threads, prompt=prompt, prompt_ids=tokenizer.encode(prompt),
+                                     prefill_ids=prefill_ids(tokenizer, max(plan.prefill_lengths)),
+                                     tokens=max(plan.decode_tokens), repeats=plan.peer_repeats, log=log)
+    if not args.no_spec:
+        from spec_session import bench_spec_session
+        r["speculation"] = bench_spec_session(max_new_tokens=plan.spec_tokens, repeats=plan.spec_repeats, log=log)
     if plan.bandwidth_again:  # again at the end: the best of both
         bw2 = measure_bandwidth(device, plan.bandwidth_repeats)
         bw = bw if bw["bytes_per_s"] >= bw2["bytes_per_s"] else bw2
@@ -466,12 +484,23 @@ def main(argv=None) -> int:
     r["goals"] = goals(r)
 
     md = report(r)
+    if "peers" in r:
+        from peers import report_peers
+        n_pre = max(plan.prefill_lengths)
+        hf_row = dict(decode_tokens_per_s=hf["decode"][n]["decode_tokens_per_s"],
+                      prefill_tokens_per_s=n_pre / hf["prefill_cache_s"][n_pre])
+        md += "\n\n" + report_peers(r["peers"], hf_row, r.get("speculation"), config=args.config)
+    if "speculation" in r:
+        from spec_session import report_spec
+        md += "\n\n" + report_spec(r["speculation"])
     print(md)
     args.out.mkdir(parents=True, exist_ok=True)
     fast = "" if args.fast == "auto" else f"-{args.fast}"  # a chosen decode step gets its own files
     stem = str(args.out / f"{hw['slug']}-{args.config}-{dtype}{fast}{'-quick' if args.quick else ''}")
     Path(stem + ".md").write_text(md)
     plot(r, Path(stem + ".png"))
+    for peer in r.get("peers", {}).get("systems", {}).values():
+        peer.pop("ids", None)
     for sys_res in (cs, hf):
         for d in list(sys_res["decode"].values()) + [sys_res.get("raw_loop") or {}]:
             d.pop("ids", None)

@@ -116,31 +116,41 @@ class PrefixCache:
 
     Verbs: ``match`` (how many leading ids of a prompt the cache would serve), ``reuse`` (rewind to that prefix
     before generating; returns it), ``record`` (after generating: the cache holds a prefix of these ids), ``sync``
-    (the text changed without generating: forget what no longer matches) and ``fork`` (an independent copy).
+    (the text changed without generating: forget what no longer matches), ``clear`` (forget everything: the
+    weights changed) and ``fork`` (an independent copy).
+
+    ``weights`` (optional): a callable naming the model's weights now (``CodeGen.weights``); keys/values made with
+    other weights are forgotten before they would be served (int8 weights switched on in another session).
     """
 
-    def __init__(self, new_cache):
-        self._new_cache = new_cache
+    def __init__(self, new_cache, weights=None):
+        self._new_cache, self._weights = new_cache, weights
         self.cache: KVCache | None = None
         self._ids: list[int] = []
+        self._made_with = None  # what weights() said when the keys/values were made
 
     @property
     def ids(self) -> list[int]:
         """A copy of the ids the cache holds."""
+        self._check_weights()
         return list(self._ids)
 
     def __len__(self) -> int:
+        self._check_weights()
         return len(self._ids)
 
     def match(self, ids) -> int:
         """How many leading ``ids`` the cache holds, keeping at least one to prefill (the model needs a token)."""
+        self._check_weights()
         return min(common_prefix(self._ids, ids), max(len(ids) - 1, 0))
 
     def reuse(self, ids) -> int:
         """Rewind the cache to ``match(ids)`` (making the cache on first use) and return that many: the caller
         prefills ``ids[keep:]``."""
+        self._check_weights()
         if self.cache is None:
             self.cache = self._new_cache()
+            self._made_with = self._weights() if self._weights is not None else None
         keep = self.match(ids)
         self._rewind(keep)
         return keep
@@ -162,11 +172,19 @@ class PrefixCache:
         self.cache.rewind(keep)
         self._ids = self._ids[:keep]
 
+    def clear(self) -> None:
+        """Forget every id and the keys/values (the cache is made again on the next ``reuse``)."""
+        self.cache, self._ids = None, []
+
+    def _check_weights(self) -> None:
+        if self.cache is not None and self._weights is not None and self._weights() != self._made_with:
+            self.clear()
+
     def fork(self) -> "PrefixCache":
         """An independent copy: same ids, its own keys and values."""
-        new = PrefixCache(self._new_cache)
+        new = PrefixCache(self._new_cache, self._weights)
         new.cache = self.cache.fork() if self.cache is not None else None
-        new._ids = list(self._ids)
+        new._ids, new._made_with = list(self._ids), self._made_with
         return new
 
     def __repr__(self) -> str:

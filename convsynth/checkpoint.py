@@ -102,18 +102,20 @@ def _weight_files(directory: Path, required: bool) -> list[Path]:
     return []
 
 
-def iter_tensors(files: list[Path], dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_tensors(files: list[Path], dtype: torch.dtype | None = None, *,
+                 quantized: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) for every tensor in the weight files, one at a time. Tensors come memory-mapped (no copy)
     unless they are to be converted to ``dtype``: then each one's source memory is let go once it is read, so
-    converting never holds the whole checkpoint twice."""
+    converting never holds the whole checkpoint twice. Integer tensors are refused unless ``quantized`` (the int8
+    weights quant.py reads, with ``dtype`` None)."""
     for f in files:
         if f.suffix == ".safetensors":
-            yield from _iter_safetensors(f, dtype)
+            yield from _iter_safetensors(f, dtype, quantized)
         else:
-            yield from _iter_bin(f, dtype)
+            yield from _iter_bin(f, dtype, quantized)
 
 
-def _iter_safetensors(f: Path, dtype: torch.dtype | None):
+def _iter_safetensors(f: Path, dtype: torch.dtype | None, quantized: bool):
     from safetensors import safe_open
     try:
         with safe_open(str(f), framework="pt", device="cpu") as st:
@@ -121,11 +123,11 @@ def _iter_safetensors(f: Path, dtype: torch.dtype | None):
             converting = dtype is not None and any(st.get_slice(n).get_dtype() != _ST_NAMES.get(dtype) for n in names)
             if not converting:  # zero-copy: the model keeps the mapped tensors
                 for name in names:
-                    yield name, _float(f, name, st.get_tensor(name))
+                    yield name, _float(f, name, st.get_tensor(name), quantized)
                 return
         for name in names:  # reopen per tensor so each mapping (and its resident pages) is dropped after use
             with safe_open(str(f), framework="pt", device="cpu") as st:
-                t = _float(f, name, st.get_tensor(name))
+                t = _float(f, name, st.get_tensor(name), quantized)
             yield name, t.to(dtype)
             del t
     except CheckpointError:
@@ -135,10 +137,10 @@ def _iter_safetensors(f: Path, dtype: torch.dtype | None):
                               "download it again.") from None
 
 
-def _float(f: Path, name: str, t: torch.Tensor) -> torch.Tensor:
-    # A cast would silently turn quantized (int8, ...) weights into garbage: refuse them. The buffers that old
-    # checkpoints carry (causal_mask, a bool) are skipped by the loader anyway.
-    if not t.is_floating_point() and not IGNORED.search(name):
+def _float(f: Path, name: str, t: torch.Tensor, quantized: bool = False) -> torch.Tensor:
+    # A cast would silently turn quantized (int8, ...) weights into garbage: refuse them, unless the caller reads
+    # quantized weights. The buffers that old checkpoints carry (causal_mask, a bool) are skipped by the loader anyway.
+    if not quantized and not t.is_floating_point() and not IGNORED.search(name):
         raise CheckpointError(f"{f}: tensor {name} is {str(t.dtype).replace('torch.', '')}; convsynth reads "
                               "float32, float16 or bfloat16 weights, not quantized ones. Use the unquantized "
                               "checkpoint.")
@@ -148,7 +150,7 @@ def _float(f: Path, name: str, t: torch.Tensor) -> torch.Tensor:
 _ST_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 
 
-def _iter_bin(f: Path, dtype: torch.dtype | None):
+def _iter_bin(f: Path, dtype: torch.dtype | None, quantized: bool):
     import pickle
     try:
         sd = _torch_load(f, mmap=True)
@@ -171,7 +173,7 @@ def _iter_bin(f: Path, dtype: torch.dtype | None):
         raise CheckpointError(f"{f} does not hold a state dict (a mapping of names to tensors) but "
                               f"{type(sd).__name__}.")
     for name in list(sd):
-        t = _float(f, name, sd.pop(name))  # pop so each source tensor can be freed once it is placed
+        t = _float(f, name, sd.pop(name), quantized)  # pop so each source tensor can be freed once it is placed
         yield name, (t.to(dtype) if dtype is not None else t)
         del t
 
@@ -227,28 +229,39 @@ def read_config(directory: Path) -> CodeGenConfig:
 
 
 def convert(src: str | Path | None, dst: str | Path, *, dtype: str | None = None, revision: str | None = None) -> Path:
-    """Write ``src`` (any checkpoint load() reads) to ``dst`` as config.json + model.safetensors + tokenizer."""
-    from safetensors.torch import save_file
-    from .tokenizer import CodeGenTokenizer
+    """Write ``src`` (any checkpoint load() reads) to ``dst`` as config.json + model.safetensors + tokenizer.
+    (int8 weights: ``quant.convert``, ``convsynth convert --quantize int8``.)"""
     torch_dtype = parse_dtype(dtype, torch.device("cpu")) if dtype else None  # checked before any work
     directory = resolve(src, revision)
     config = read_config(directory)
-    dst = Path(dst)
-    if dst.exists() and not dst.is_dir():
-        raise CheckpointError(f"{dst} is a file; convert writes a checkpoint directory: pass a folder path.")
+    check_destination(dst)
     tensors = {}
     for name, t in iter_tensors(_find_weights(directory), torch_dtype):
         if IGNORED.search(name):
             continue
         tensors[name] = t.contiguous()
+    return write(dst, tensors, config, directory)
+
+
+def check_destination(dst: str | Path) -> None:
+    if Path(dst).exists() and not Path(dst).is_dir():
+        raise CheckpointError(f"{dst} is a file; convert writes a checkpoint directory: pass a folder path.")
+
+
+def write(dst: str | Path, tensors: dict[str, torch.Tensor], config: CodeGenConfig, tokenizer_from: Path) -> Path:
+    """``dst`` as a checkpoint directory: ``tensors`` in model.safetensors, ``config`` as config.json and the
+    tokenizer of ``tokenizer_from``, written beside and moved in (a failed write leaves ``dst`` as it was)."""
+    from safetensors.torch import save_file
+    from .tokenizer import CodeGenTokenizer
+    dst = Path(dst)
+    check_destination(dst)
     try:
         dst.mkdir(parents=True, exist_ok=True)
-        # Written beside, then moved in: a failed write leaves dst as it was.
         with tempfile.TemporaryDirectory(prefix=".convert-", dir=dst) as tmp:
             tmp = Path(tmp)
             save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
             (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-            CodeGenTokenizer.from_pretrained(directory).save(tmp)
+            CodeGenTokenizer.from_pretrained(tokenizer_from).save(tmp)
             for old in [*dst.glob("*.safetensors"), *dst.glob("pytorch_model*.bin"), *dst.glob("*.index.json")]:
                 old.unlink()  # an older checkpoint's shards and index would take priority over the new weights
             for new in tmp.iterdir():

@@ -9,6 +9,11 @@ from .flags import model_flags
 
 def _sampling_flags(p: argparse.ArgumentParser) -> None:
     model_flags(p)
+    p.add_argument("--quantize", default=None, choices=["int8"], help="int8 weights (made at load time)")
+    p.add_argument("--speculate", default="auto", choices=["auto", "on", "off"],
+                   help="speculative decoding: auto = greedy decoding, paused while it does not pay")
+    p.add_argument("--draft", default=None,
+                   help="draft model for speculation ('packaged' or a checkpoint; default: prompt lookup)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.2, help="0 means greedy")
     p.add_argument("--top-p", type=float, default=0.95)
@@ -22,8 +27,18 @@ def _sampling(args) -> dict:
                 top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
 
 
-def cmd_complete(args) -> int:
+def _load(args):
+    """The model the flags ask for (weights, decode path, speculation and its draft)."""
     import convsynth
+    draft = None
+    if args.draft:
+        draft = convsynth.load(None if args.draft == "packaged" else args.draft, device=args.device,
+                               dtype=args.dtype, fast=args.fast)
+    return convsynth.load(args.model, device=args.device, dtype=args.dtype, fast=args.fast, quantize=args.quantize,
+                          speculate=args.speculate, draft=draft)
+
+
+def cmd_complete(args) -> int:
     from .errors import UsageError
     from .stops import make_stop
     try:
@@ -36,7 +51,7 @@ def cmd_complete(args) -> int:
     make_stop(stop)  # a bad regex is refused before the model loads
     from .checkpoint import parse_device, parse_dtype
     parse_dtype(args.dtype, parse_device(args.device))
-    cg = convsynth.load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
+    cg = _load(args)
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
     for piece in cg.stream(args.prompt, stop=stop, **_sampling(args)):
@@ -58,7 +73,7 @@ def cmd_demo(args) -> int:
     """The main job: a multi-turn session on a model, each step generated, run in the sandbox and shown."""
     import convsynth
     print(f"Loading {'the packaged model' if args.model is None else args.model} ...", flush=True)
-    cg = convsynth.load(args.model, device=args.device, dtype=args.dtype, fast=args.fast)
+    cg = _load(args)
     print(repr(cg), flush=True)
     kw = _sampling(args)
     with convsynth.Session(cg, **kw) as session:
@@ -69,7 +84,8 @@ def cmd_demo(args) -> int:
             result = session.run()[-1] if session.turns else None
             st = turn.stats
             print(f"--- {st.prefill_tokens} new prompt tokens, {st.cached_tokens} from the cache, "
-                  f"first token after {st.time_to_first_token * 1000:.0f} ms, {st.decode_tokens_per_s:.0f} tok/s")
+                  f"first token after {st.time_to_first_token * 1000:.0f} ms, {st.decode_tokens_per_s:.0f} tok/s"
+                  + (f", {st.acceptance_rate:.0%} of drafted tokens kept" if st.acceptance_rate is not None else ""))
             if result is not None:
                 print(f"--- ran: {result.status}" + (f" ({result.note})" if result.note else ""))
                 for stream in (result.stdout, result.stderr):
@@ -88,7 +104,10 @@ def cmd_demo(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .checkpoint import convert
+    if args.quantize:
+        from .quant import convert
+    else:
+        from .checkpoint import convert
     out = convert(args.src, args.dst, dtype=args.dtype, revision=args.revision)
     print(f"wrote {out}")
     return 0
@@ -149,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst")
     p.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: keep)")
     p.add_argument("--revision", default=None)
+    p.add_argument("--quantize", default=None, choices=["int8"],
+                   help="write int8 weights with per-channel scales (convsynth.load reads them directly)")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("export", help="write a checkpoint for serving engines: gptj (vLLM, SGLang, TGI) or codegen")

@@ -14,7 +14,7 @@ _INT, _INT_OR_NONE = (int,), (int, type(None))
 _TYPES = {"vocab_size": _INT, "n_positions": _INT, "n_embd": _INT, "n_layer": _INT, "n_head": _INT,
           "rotary_dim": _INT_OR_NONE, "n_inner": _INT_OR_NONE, "activation_function": (str,),
           "layer_norm_epsilon": (int, float), "bos_token_id": _INT_OR_NONE, "eos_token_id": _INT_OR_NONE,
-          "tie_word_embeddings": (bool,)}
+          "tie_word_embeddings": (bool,), "quantization": (str, type(None))}
 
 
 def _short(value) -> str:
@@ -36,6 +36,7 @@ class CodeGenConfig:
     bos_token_id: int = 1
     eos_token_id: int = 50256
     tie_word_embeddings: bool = False
+    quantization: str | None = None  # "int8": the checkpoint holds int8 weights (convsynth convert --quantize)
     name: str = ""  # where the config came from, for messages only
 
     def __post_init__(self):
@@ -61,6 +62,9 @@ class CodeGenConfig:
             raise ConfigError(f"n_head={self.n_head}{where} is not divisible by {MP_NUM}: CodeGen's fused qkv "
                               f"projection is laid out as {MP_NUM} fixed chunks of whole heads, so this layout "
                               "cannot be represented.")
+        if self.quantization not in (None, "int8"):
+            raise ConfigError(f"quantization={self.quantization!r}{where}: convsynth reads float weights or the int8 "
+                              "weights convsynth convert --quantize int8 writes.")
         if self.rotary_dim is None or self.rotary_dim <= 0 or self.rotary_dim % 2:
             raise ConfigError(f"rotary_dim={self.rotary_dim}{where} must be a positive even number "
                               "(rotary embedding rotates pairs of dimensions).")
@@ -123,6 +127,8 @@ class CodeGenConfig:
     def to_dict(self) -> dict:
         """config.json contents in the reference (transformers) naming."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
+        if d["quantization"] is None:  # float checkpoints keep the reference's config.json keys
+            del d["quantization"]
         d.update(model_type="codegen", architectures=["CodeGenForCausalLM"], n_ctx=self.n_positions,
                  embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0)
         return d

@@ -158,6 +158,8 @@ class Completion:
     decode_tokens_per_s: float = 0.0
     generated_tokens: int = 0
     raw_ids: list[list[int]] = field(default_factory=list)  # every sampled token, EOS and cut ones included
+    acceptance_rate: float | None = None  # speculative decoding: share of drafted tokens kept (None: no drafts)
+    drafted_tokens: int = 0
 
 
 class _Detok:
@@ -304,12 +306,16 @@ def _take(token: int, eos: int | None, detok: "_Detok") -> tuple[str | None, str
 
 def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sampling, stop: StopRule | None,
                     *, num_samples: int = 1, cancel: threading.Event | None = None,
-                    context_ids: list[int] | None = None,
-                    decode: DecodePath = EAGER) -> Iterator[tuple[int, str]]:
+                    context_ids: list[int] | None = None, decode: DecodePath = EAGER,
+                    speculator=None) -> Iterator[tuple[int, str]]:
     """Prefill ``new_ids`` after what ``cache`` holds, then sample. Yields (sample index, text piece) and returns
     a Completion. With several samples, the prompt is prefilled once and the cache is expanded to a batch.
-    ``context_ids`` (the cached ids plus new_ids) feed the repetition penalty. ``decode``: how one-token steps
-    run (the model's ``CodeGen.decoding``; default: eager)."""
+    ``context_ids`` (the cached ids plus new_ids) feed the repetition penalty and prompt-lookup drafts.
+    ``decode``: how one-token steps run (the model's ``CodeGen.decoding``; default: eager). ``speculator``: a
+    ``speculative.Speculator`` (``CodeGen.speculator`` makes one, for a single sample) that produces the tokens
+    instead, drafting and verifying; the Completion reports its acceptance rate."""
+    if speculator is not None and num_samples != 1:
+        raise ValueError("speculative decoding draws one sample at a time (num_samples=1)")
     n_pos = model.config.n_positions
     cached = cache.length
     room = n_pos - cached - len(new_ids)
@@ -328,7 +334,10 @@ def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sam
     eos = tokenizer.eos_token_id
     steps, ttft, t_first = 0, 0.0, 0.0
     raw: list[list[int]] = [[] for _ in range(num_samples)]
-    tokens = decode_tokens(model, cache, prompt, s, gen, seen, decode=decode)
+    if speculator is not None:
+        tokens = speculator.tokens(model, cache, prompt, s, gen, seen, context_ids or new_ids, decode=decode)
+    else:
+        tokens = decode_tokens(model, cache, prompt, s, gen, seen, decode=decode)
     try:
         for step in range(max_new):
             if cancel is not None and cancel.is_set():
@@ -364,4 +373,6 @@ def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sam
         time_to_first_token=ttft,
         decode_tokens_per_s=(steps - 1) / elapsed if steps > 1 and elapsed > 0 else 0.0,
         generated_tokens=steps, raw_ids=raw,
+        acceptance_rate=speculator.stats.acceptance_rate if speculator is not None else None,
+        drafted_tokens=speculator.stats.drafted if speculator is not None else 0,
     )

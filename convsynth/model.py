@@ -103,13 +103,14 @@ class CodeGenModel(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=True)
         self._rope: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}  # fp32 tables per device
 
+    # From the embedding, which int8 weights (quant.py) leave in float: the activations' device and dtype.
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        return self.transformer.wte.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.lm_head.weight.dtype
+        return self.transformer.wte.weight.dtype
 
     def rope(self, device, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """cos/sin tables covering at least ``length`` positions (default: the whole context window). They grow
@@ -172,4 +173,6 @@ class CodeGenModel(nn.Module):
         return self
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        # int8 layers (quant.py) keep their weights as buffers named qweight
+        return sum(p.numel() for p in self.parameters()) + sum(
+            b.numel() for n, b in self.named_buffers() if n.endswith(".qweight"))

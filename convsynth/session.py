@@ -31,7 +31,8 @@ from .turns import LINE_BREAK, MTPB_PREAMBLE, Change, Turn, TurnStats, comment_l
 # n_positions times this cannot fit the context, and is refused before tokenizing it (that costs ~300 bytes a char).
 MAX_TOKEN_CHARS = 128
 # Attributes whose change is reported to on_change listeners as a "settings" change.
-SETTINGS = ("sampling", "stop", "overflow", "timeout", "memory_limit", "auto_run", "auto_fix", "network", "isolation")
+SETTINGS = ("sampling", "stop", "overflow", "timeout", "memory_limit", "auto_run", "auto_fix", "network", "isolation",
+            "speculate")
 
 
 def _attempt(instruction: str | None, turn: Turn) -> dict:
@@ -55,14 +56,17 @@ class Session:
     cwd: the folder steps run in (default: the current directory where the session is created, in a notebook
     the notebook's folder; None: a private scratch folder removed on close). auto_fix: after a generated step
     fails, try ``fix`` up to this many times. autosave: a path the session is saved to after every change and
-    run."""
+    run. speculate: speculative decoding ('auto', 'on', 'off'; None: the model's setting, see ``convsynth.load``);
+    the turn's stats report the acceptance rate. quantize: 'int8' switches the model's weights to int8
+    (``set_quantize``; the model is shared, so other sessions on it see it too)."""
 
     def __init__(self, model, preamble: str = MTPB_PREAMBLE, *, stop: StopSpec = "codegen",
                  overflow: str = "error", timeout: float = 10.0, memory_limit: int | None = MEMORY_LIMIT,
                  auto_run: bool = False, max_new_tokens: int | None = None, temperature: float | None = None,
                  top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
                  seed: int | None = None, network: bool = False, isolation: str = "auto", cwd: str | Path | None = ".",
-                 auto_fix: int = 0, autosave: str | Path | None = None, sampling: Sampling | None = None):
+                 auto_fix: int = 0, autosave: str | Path | None = None, sampling: Sampling | None = None,
+                 speculate: str | None = None, quantize: str | None = None):
         if overflow not in ("error", "drop_oldest"):
             raise UsageError(f"overflow={overflow!r} must be 'error' or 'drop_oldest'.")
         if not isinstance(preamble, str):
@@ -79,6 +83,10 @@ class Session:
             raise SessionError(f"cwd {self.cwd} is not a folder: create it first, or pass cwd=None for a private "
                                "scratch folder.")
         self.auto_fix = int(auto_fix)
+        if speculate is not None:
+            from .speculative import check_mode
+            check_mode(speculate)  # a bad value is refused here, not at the first turn
+        self.speculate = speculate
         self.model, self.preamble = model, preamble
         self.sampling = Sampling.of(sampling, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                     top_k=top_k, repetition_penalty=repetition_penalty, seed=seed)
@@ -91,7 +99,8 @@ class Session:
         self.turns: list[Turn] = []
         self.dropped: list[Turn] = []  # turns dropped from the prompt by overflow='drop_oldest' (kept for export)
         self.preamble_result = None
-        self.prefix = PrefixCache(lambda: self.model.model.new_cache())  # the cached ids live with the cache
+        # the cached ids live with the cache, which is dropped when the model's weights change (set_quantize)
+        self.prefix = PrefixCache(lambda: self.model.model.new_cache(), weights=lambda: self.model.weights)
         self._draws = 0                  # generations so far: seeds each one differently but reproducibly
         self._lock = threading.RLock()   # held only for short, non-yielding sections; never while a callback runs
         self._idle = threading.Condition(self._lock)
@@ -101,6 +110,8 @@ class Session:
         self._sandbox = None
         self._ran: list[str] = []         # code that the sandbox has run successfully, in order
         self._start_history(autosave)
+        if quantize is not None:  # last: the model is shared, and every other argument was checked by now
+            self.set_quantize(quantize)
 
     def __setattr__(self, name, value) -> None:
         old = self.__dict__.get(name, self)
@@ -185,7 +196,8 @@ class Session:
             else:
                 gen = Run(locked_steps(iter_generation(self.model.model, self.model.tokenizer, self.prefix.cache,
                                                        ids[keep:], s, self._stop_rule, cancel=self._cancel,
-                                                       context_ids=ids, decode=self.model.decoding),
+                                                       context_ids=ids, decode=self.model.decoding,
+                                                       speculator=self.model.speculator(s, self._speculate_mode())),
                                        self.model.lock))
             try:
                 self._turn_thread = threading.get_ident()
@@ -207,7 +219,8 @@ class Session:
                 turn = Turn(instruction, comp.texts[0], TurnStats(
                     prefill_tokens=len(ids) - keep, cached_tokens=keep,
                     time_to_first_token=comp.time_to_first_token, decode_tokens_per_s=comp.decode_tokens_per_s,
-                    generated_tokens=comp.generated_tokens, finish_reason=comp.finish_reasons[0]),
+                    generated_tokens=comp.generated_tokens, finish_reason=comp.finish_reasons[0],
+                    acceptance_rate=comp.acceptance_rate, drafted_tokens=comp.drafted_tokens),
                     expect_output=expect_output, check=check)
                 self.turns.append(turn)
                 self._sync_cache()  # tokens that were generated but cut (and boundary tokens) leave the cache
@@ -231,6 +244,30 @@ class Session:
                 raise SessionError("this session is in the middle of a turn (an ask_stream that is not finished, "
                                    "or a callback of it): finish or close() that stream first.")
             self._idle.wait()
+
+    # ---- decoding: int8 weights and speculation ------------------------------------------------------------
+    def set_quantize(self, quantize: str | None) -> None:
+        """Switch the model's weights ('int8' or None for float, see ``CodeGen.set_quantize``). The KV cache, made
+        with the old weights, is dropped (here, and in any other session on the model at its next turn), so the
+        next turn prefills the session text once. Reported to ``on_change`` as a "settings" change ("quantize")."""
+        if getattr(self.model, "remote", False):
+            raise SessionError("the weights of a remote model are the server's: start the server with the weights "
+                               "you want.")
+        with self._lock:
+            self._wait_idle()
+            before = self.model.weights
+            self.model.set_quantize(quantize)  # a new CodeGen.weights: self.prefix forgets its keys/values
+            changed = self.model.weights != before
+        if changed:
+            self._notify(Change("settings", settings=("quantize",)))
+
+    def _speculate_mode(self) -> str:
+        """The speculation this session's turns use: its own ``speculate``, else the model's."""
+        mode = self.speculate if self.speculate is not None else getattr(self.model, "speculate", "off")
+        if mode in ("off", False, None):
+            return "off"
+        from .speculative import check_mode
+        return check_mode(mode)
 
     def _check_instruction(self, instruction) -> str:
         if not isinstance(instruction, str):

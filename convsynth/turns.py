@@ -25,6 +25,8 @@ class TurnStats:
     decode_tokens_per_s: float = 0.0
     generated_tokens: int = 0
     finish_reason: str = ""         # stop | eos | length | cancelled | "" (code written by hand)
+    acceptance_rate: float | None = None  # speculative decoding: share of drafted tokens kept (None: no drafts)
+    drafted_tokens: int = 0
 
 
 @dataclass

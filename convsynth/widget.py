@@ -316,13 +316,22 @@ class SessionWidget(W.VBox):
         self.auto_run = W.Checkbox(s.auto_run, description="run each step after it is generated", indent=False)
         self.timeout = W.BoundedFloatText(s.timeout, min=0, max=3600, step=1, description="timeout (s)",
                                           tooltip="time limit per step; 0 means none", **wide)
+        # decoding: speculation and int8 weights (a local model only; a remote engine has its own)
+        local = not getattr(s.model, "remote", False)
+        self.speculate = W.Dropdown(options=["auto", "on", "off"], value=s._speculate_mode() if local else "off",
+                                    description="speculative decoding", disabled=not local,
+                                    tooltip="auto: greedy decoding, paused while it does not pay", **wide)
+        self.quantize = W.Dropdown(options=[("float", "none"), ("int8", "int8")], description="weights",
+                                   value="int8" if local and s.model.quantization else "none", disabled=not local,
+                                   tooltip="int8 weights: faster on a CPU, slightly different text", **wide)
         for name, w in (("temperature", self.temperature), ("top_p", self.top_p),
                         ("max_new_tokens", self.max_new_tokens), ("auto_run", self.auto_run),
-                        ("timeout", self.timeout)):
+                        ("timeout", self.timeout), ("speculate", self.speculate), ("quantize", self.quantize)):
             w.add_class(f"convsynth-setting-{name.replace('_', '-')}")
             w.observe(functools.partial(self._set, name), "value")
         panel = W.Accordion([W.VBox([self.temperature, self.top_p, self.max_new_tokens, self.timeout,
-                                     self.auto_run])], titles=("Settings",), selected_index=None)
+                                     self.auto_run, self.speculate, self.quantize])], titles=("Settings",),
+                            selected_index=None)
         panel.add_class("convsynth-settings")
         return panel
 
@@ -333,6 +342,9 @@ class SessionWidget(W.VBox):
             self.temperature.value, self.top_p.value = s.sampling.temperature, s.sampling.top_p
             self.max_new_tokens.value = s.sampling.max_new_tokens
             self.auto_run.value, self.timeout.value = s.auto_run, s.timeout or 0
+            if not self.speculate.disabled:  # a local model
+                self.speculate.value = s._speculate_mode()
+                self.quantize.value = "int8" if s.model.quantization else "none"
         finally:
             self._syncing = False
 
@@ -341,8 +353,12 @@ class SessionWidget(W.VBox):
         s = self.session
         if self._syncing:
             return
-        if name in ("auto_run", "timeout"):
+        if name in ("auto_run", "timeout", "speculate"):
             setattr(s, name, change["new"])
+        elif name == "quantize":
+            if self.busy:
+                raise ConvsynthError("the weights cannot change while a step is generated; press Stop first.")
+            s.set_quantize(None if change["new"] == "none" else change["new"])
         else:
             s.sampling = s.sampling.replace(**{name: change["new"]})
 

@@ -218,6 +218,9 @@ def stats_html(stats, edited: bool = False) -> str:
     parts.append(f"{_n(stats.generated_tokens)} ({reason})")
     if edited:
         parts[-1] += ", then edited by hand"
+    if stats.acceptance_rate is not None:
+        parts.append(f"speculation: <b>{stats.acceptance_rate:.0%}</b> of {_n(stats.drafted_tokens, 'drafted token')}"
+                     " kept")
     return " &middot; ".join(parts)
 
 

@@ -2,6 +2,7 @@
 speed is what benchmarks/run.py measures, not what tests check."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -42,3 +43,30 @@ def test_benchmark_suite_runs_on_tiny_config(tmp_path):
     assert all(t["prefilled"] < t["prompt_tokens"] for t in a[1:] + c[1:])  # both reuse their caches
     assert 0 < r["floor"]["floor_ms"] and r["bandwidth"]["bytes_per_s"] > 0
     assert r["goals"] and all(len(g) == 4 for g in r["goals"])
+
+    # the peer table: convsynth fp32 and int8, and CTranslate2 converted from the same checkpoint when installed
+    assert "## Against CTranslate2" in md
+    peers = r["peers"]["systems"]
+    assert {"convsynth fp32", "convsynth int8"} <= set(peers)
+    assert peers["convsynth int8"]["path"].startswith("int8")
+    if importlib.util.find_spec("ctranslate2"):
+        assert {"ctranslate2 float32", "ctranslate2 int8"} <= set(peers) and not r["peers"]["ctranslate2_missing"]
+        assert "| ctranslate2 int8 |" in md and "vs CTranslate2" in md
+        # the same random fp32 checkpoint in both engines: the same greedy tokens
+        assert peers["ctranslate2 float32"]["first_difference_vs_convsynth_fp32"] is None
+    else:
+        assert "CTranslate2 was not measured" in md
+    for p in peers.values():
+        assert p["generated"] == [r["plan"]["decode_tokens"][-1]] * r["plan"]["peer_repeats"]
+    # the speculation session: the same text with and without it, drafts reported
+    spec = r["speculation"]
+    assert spec["identical"] and "## Speculative decoding: a repeating session" in md
+    assert spec["modes"]["on"]["drafted"] > 0 and spec["modes"]["off"]["drafted"] == 0
+
+
+def test_benchmark_says_when_ctranslate2_is_missing(monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import peers
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)  # what an environment without it looks like to import
+    assert "ctranslate2 is not installed" in peers.ctranslate2_missing()
+    assert "pip install" in peers.ctranslate2_missing()
