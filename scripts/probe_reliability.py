@@ -158,7 +158,8 @@ def _():
     [t.start() for t in ths]; [t.join(300) for t in ths]
     assert all(len(s.turns) == 3 for s in ss) and len({s.text for s in ss}) == 1
     s = ss[0]
-    assert s._cached_ids == cg.encode(s.text)[:len(s._cached_ids)]
+    held = s.prefix.ids
+    assert held == cg.encode(s.text)[:len(held)]
 
 
 @case("concurrency", "two threads ask one session")
