@@ -301,7 +301,7 @@ def bench(systems: list, plan: Plan, tokenizer, device: torch.device, res: dict,
         res[s.name]["load_s"] = median(loads[s.name])
         log(f"{s.name}: loaded in {res[s.name]['load_s']:.2f} s")
         if isinstance(s, Convsynth):
-            res[s.name]["weights"] = weight_bytes_per_token(s.cg.model, s.cg.config)
+            res[s.name]["weights"] = weight_bytes_per_token(s.cg.module, s.cg.config)
         else:
             res[s.name]["attn_implementation"] = s.attn
 

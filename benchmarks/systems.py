@@ -65,14 +65,14 @@ class Convsynth:
         release(self.device)
         self.cg = convsynth.load(self.directory, device=str(self.device), dtype=self.dtype, fast=self.fast)
         sync(self.device)
-        self.hook = FirstForward(self.cg.model, self.device)
+        self.hook = FirstForward(self.cg.module, self.device)
 
     def prefill_full(self, ids: torch.Tensor):
-        return self.cg.model(ids)                                  # (1, T, V) fp32 logits
+        return self.cg.module(ids)                                 # (1, T, V) fp32 logits
 
     def prefill_cache(self, ids: torch.Tensor):
-        cache = self.cg.model.new_cache(1, capacity=ids.shape[1] + 1)
-        return self.cg.model(ids, cache, last_only=True)          # what a generation's first step computes
+        cache = self.cg.module.new_cache(1, capacity=ids.shape[1] + 1)
+        return self.cg.module(ids, cache, last_only=True)         # what a generation's first step computes
 
     def generate(self, prompt: str, n: int) -> dict:
         t0 = self.hook.arm()
@@ -85,7 +85,7 @@ class Convsynth:
     def raw_loop(self, prompt_ids: list[int], n: int) -> dict:
         """The bare model loop (forward + argmax, no generator, sampling or detokenizing): the floor of what
         ``generate`` could reach; the gap is per-step overhead in convsynth.generate."""
-        model, dev = self.cg.model, self.device
+        model, dev = self.cg.module, self.device
         t0 = time.perf_counter()
         cache = model.new_cache(1, capacity=len(prompt_ids) + n)
         logits = model(torch.tensor([prompt_ids], device=dev), cache, last_only=True)[:, -1]

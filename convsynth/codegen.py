@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -16,13 +17,18 @@ from .generate import Completion, DecodePath, Run, Sampling, check_prompt, iter_
 from .stops import StopSpec, make_stop
 
 
-class CodeGen:
-    """A loaded CodeGen model with its tokenizer. Build one with ``convsynth.load()``."""
+_MODEL_RENAMED = "CodeGen.model is now CodeGen.module; the old name goes in the next release"
+_model_alias_warned = False  # the old name warns once per process
 
-    def __init__(self, model, tokenizer, *, name: str = "", path: Path | None = None,
+
+class CodeGen:
+    """A loaded CodeGen model with its tokenizer. Build one with ``convsynth.load()``.
+    ``module`` is the torch module (``model.py``'s ``CodeGenModel``); ``model`` is its old name, deprecated."""
+
+    def __init__(self, module, tokenizer, *, name: str = "", path: Path | None = None,
                  decoding: DecodePath | None = None):
-        self.model, self.tokenizer = model, tokenizer
-        self.config: CodeGenConfig = model.config
+        self.module, self.tokenizer = module, tokenizer
+        self.config: CodeGenConfig = module.config
         self.name, self.path = name, path
         self.decoding = decoding if decoding is not None else DecodePath()  # how decode steps run; passed on
         self.fast: str | bool | None = "auto"  # the decode path asked for (load's fast); set_quantize reuses it
@@ -33,8 +39,19 @@ class CodeGen:
         self.drafter = None       # set_draft(): a draft model's drafter; None drafts by prompt lookup
 
     @property
+    def model(self):
+        """Deprecated: the old name of ``module`` (``Session.model.model`` read twice the same word)."""
+        _warn_model_renamed()
+        return self.module
+
+    @model.setter
+    def model(self, module) -> None:
+        _warn_model_renamed()
+        self.module = module
+
+    @property
     def device(self) -> str:
-        return str(self.model.device)
+        return str(self.module.device)
 
     @property
     def decode_path(self) -> str:
@@ -45,22 +62,22 @@ class CodeGen:
     def set_fast(self, fast: str | bool | None) -> None:
         """Choose the decode path again (the ``fast`` argument of ``load``); ``decode_path`` says what runs."""
         with self.lock:
-            self.decoding, self.fast = set_fast(self.model, fast), fast
+            self.decoding, self.fast = set_fast(self.module, fast), fast
 
     @property
     def quantization(self) -> str | None:
         """'int8 (<kernel>)' when the weights are int8 (quant.py), else None."""
         quant = sys.modules.get("convsynth.quant")  # no weights are int8 before quant.py was imported
-        return quant.describe(self.model) if quant is not None and quant.is_quantized(self.model) else None
+        return quant.describe(self.module) if quant is not None and quant.is_quantized(self.module) else None
 
     @property
     def dtype(self) -> str:
-        return str(self.model.dtype).replace("torch.", "")
+        return str(self.module.dtype).replace("torch.", "")
 
     def __repr__(self) -> str:
         c = self.config
         return (f"CodeGen({self.name!r}, n_layer={c.n_layer}, n_embd={c.n_embd}, params="
-                f"{self.model.num_parameters() / 1e6:.1f}M, device={self.device}, dtype={self.dtype})")
+                f"{self.module.num_parameters() / 1e6:.1f}M, device={self.device}, dtype={self.dtype})")
 
     def set_quantize(self, quantize: str | None) -> None:
         """Switch the weights: 'int8' quantizes them in place; None reads the float weights again from the
@@ -72,14 +89,14 @@ class CodeGen:
             if (mode is not None) == (self.quantization is not None):
                 return  # the weights are that already
             if mode == "int8":
-                set_quantize(self.model, mode)
+                set_quantize(self.module, mode)
             else:
                 if self.config.quantization is not None or self.path is None:
                     raise OptionError(f"{self.name!r} was loaded from int8 weights: there are no float weights to "
                                       "go back to; load the float checkpoint instead.")
-                self.model = checkpoint.load_weights(self.path, self.config, device=self.model.device,
-                                                     dtype=self.model.dtype)
-            self.decoding = set_fast(self.model, self.fast)
+                self.module = checkpoint.load_weights(self.path, self.config, device=self.module.device,
+                                                      dtype=self.module.dtype)
+            self.decoding = set_fast(self.module, self.fast)
             self.weights += 1
 
     def set_draft(self, draft: "CodeGen | None") -> None:
@@ -100,7 +117,7 @@ class CodeGen:
     def logits(self, ids: list[int]) -> torch.Tensor:
         """fp32 logits (len(ids), vocab) of a plain full forward pass, for checks against a reference."""
         check_prompt(len(ids), self.config.n_positions + 1)
-        return self.model(torch.tensor([list(ids)], device=self.model.device))[0].float().cpu()
+        return self.module(torch.tensor([list(ids)], device=self.module.device))[0].float().cpu()
 
     def _prompt_ids(self, prompt: str, truncate_prompt: bool) -> list[int]:
         if not isinstance(prompt, str):
@@ -158,8 +175,8 @@ class CodeGen:
         stop = make_stop(stop)
         ids = self._prompt_ids(prompt, truncate_prompt)
         spec = self.speculator(s, speculate, num_samples)
-        cache = self.model.new_cache(batch=1)  # this call's own: only the model is shared, one step at a time
-        return (yield from locked_steps(iter_generation(self.model, self.tokenizer, cache, ids, s, stop,
+        cache = self.module.new_cache(batch=1)  # this call's own: only the model is shared, one step at a time
+        return (yield from locked_steps(iter_generation(self.module, self.tokenizer, cache, ids, s, stop,
                                                         num_samples=num_samples, decode=self.decoding,
                                                         speculator=spec), self.lock))
 
@@ -173,6 +190,13 @@ class CodeGen:
         from .speculative import check_mode, for_generation
         mode = check_mode(mode)
         return for_generation(mode, self.drafter, s, self.decoding) if num_samples == 1 else None
+
+
+def _warn_model_renamed() -> None:
+    global _model_alias_warned
+    if not _model_alias_warned:
+        _model_alias_warned = True
+        warnings.warn(_MODEL_RENAMED, DeprecationWarning, stacklevel=3)
 
 
 def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto",

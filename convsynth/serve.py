@@ -85,7 +85,7 @@ class Engine:
             self.caches.move_to_end(user)
             return self.caches[user]
         from .cache import PrefixCache
-        entry = PrefixCache(self.cg.model.new_cache)
+        entry = PrefixCache(self.cg.module.new_cache)
         self.caches[user] = entry
         while len(self.caches) > self.max_sessions:
             self.caches.popitem(last=False)
@@ -101,7 +101,7 @@ class Engine:
                 s = Sampling(**{**s.to_dict(), "max_new_tokens": min(s.max_new_tokens,
                                                                      self.cg.config.n_positions - len(ids))})
                 yield None, {"finish_reason": None, "cached_tokens": keep}  # known now: continuous usage says it
-                gen = Run(locked_steps(iter_generation(self.cg.model, self.cg.tokenizer, prefix.cache, ids[keep:], s,
+                gen = Run(locked_steps(iter_generation(self.cg.module, self.cg.tokenizer, prefix.cache, ids[keep:], s,
                                                        None, cancel=cancel, context_ids=ids, decode=self.cg.decoding),
                                        self.cg.lock))
                 text, emitted, hold, stopped = "", 0, max((len(x) for x in stop), default=1) - 1, False

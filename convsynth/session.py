@@ -100,7 +100,7 @@ class Session:
         self.dropped: list[Turn] = []  # turns dropped from the prompt by overflow='drop_oldest' (kept for export)
         self.preamble_result = None
         # the cached ids live with the cache, which is dropped when the model's weights change (set_quantize)
-        self.prefix = PrefixCache(lambda: self.model.model.new_cache(), weights=lambda: self.model.weights)
+        self.prefix = PrefixCache(lambda: self.model.module.new_cache(), weights=lambda: self.model.weights)
         self._draws = 0                  # generations so far: seeds each one differently but reproducibly
         self._lock = threading.RLock()   # held only for short, non-yielding sections; never while a callback runs
         self._idle = threading.Condition(self._lock)
@@ -194,7 +194,7 @@ class Session:
                 gen = Run(self.model.session_turn(self, self.text + comment_lines(instruction), len(ids), s,
                                                   self._stop_rule, self._cancel))  # pieces; no lock of ours inside
             else:
-                gen = Run(locked_steps(iter_generation(self.model.model, self.model.tokenizer, self.prefix.cache,
+                gen = Run(locked_steps(iter_generation(self.model.module, self.model.tokenizer, self.prefix.cache,
                                                        ids[keep:], s, self._stop_rule, cancel=self._cancel,
                                                        context_ids=ids, decode=self.model.decoding,
                                                        speculator=self.model.speculator(s, self._speculate_mode())),

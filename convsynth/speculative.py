@@ -81,12 +81,12 @@ class DraftModel:
     """Drafts with a smaller model that shares the tokenizer; its own prefix cache follows the ids."""
 
     def __init__(self, draft):
-        self.cg = draft  # its model is read at each draft: set_quantize may replace it (and drops this cache)
-        self.prefix = PrefixCache(lambda: draft.model.new_cache(), weights=lambda: draft.weights)
+        self.cg = draft  # its module is read at each draft: set_quantize may replace it (and drops this cache)
+        self.prefix = PrefixCache(lambda: draft.module.new_cache(), weights=lambda: draft.weights)
 
     @torch.inference_mode()
     def draft(self, ids: list[int], k: int, s: Sampling, gen) -> tuple[list[int], torch.Tensor | None]:
-        m = self.cg.model
+        m = self.cg.module
         k = min(k, m.config.n_positions - len(ids) - 1)
         if k < 1:
             return [], None

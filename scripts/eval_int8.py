@@ -80,7 +80,7 @@ def main():
     held = Path(args.work) / "heldout.npy"
     if held.exists():
         arr = np.load(held)
-        a, b = heldout_loss(fp.model, arr), heldout_loss(q.model, arr)
+        a, b = heldout_loss(fp.module, arr), heldout_loss(q.module, arr)
         out["heldout"] = dict(tokens=a["tokens"], ppl_fp32=a["ppl"], ppl_int8=b["ppl"],
                               change=b["ppl"] / a["ppl"] - 1)
     else:

@@ -92,7 +92,7 @@ def main():
 
     work = Path(args.work)
     if (work / "heldout.npy").exists():
-        model = cg.model
+        model = cg.module
         active = (model.lm_head.bias > -50).cpu()
         result["heldout_files"] = heldout_loss(model, np.load(work / "heldout.npy"), active=active)
         result["heldout_templates"] = heldout_loss(model, np.load(work / "heldout_templates.npy"), windows=32,

@@ -160,7 +160,7 @@ def test_fp16_bin_like_the_hub_loads_as_fp32(tmp_path):
     ref = reference_model("tiny")
     d = write_checkpoint(ref, tmp_path / "fp16", "bin", dtype=torch.float16)
     cg = convsynth.load(d)
-    assert cg.model.dtype == torch.float32
+    assert cg.module.dtype == torch.float32
     ids = list(range(1000, 1030))
     with torch.no_grad():
         want = ref.half().float()(torch.tensor([ids])).logits[0]
@@ -185,9 +185,9 @@ base = status("VmRSS:")
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # reset VmHWM to the current RSS
 cg = convsynth.load(sys.argv[1], fast=fast)
-for p in cg.model.parameters():  # touch every weight so mapped pages count
+for p in cg.module.parameters():  # touch every weight so mapped pages count
     p.sum()
-nbytes = sum(p.numel() * p.element_size() for p in cg.model.parameters())
+nbytes = sum(p.numel() * p.element_size() for p in cg.module.parameters())
 print((status("VmHWM:") - base) / nbytes)
 """
 
@@ -250,7 +250,7 @@ def test_a_huge_context_window_allocates_only_what_is_used(checkpoints, tmp_path
     small = convsynth.load(checkpoints("tiny")[0], fast=False)
     assert cg.complete("def f():", temperature=0, max_new_tokens=4) == \
         small.complete("def f():", temperature=0, max_new_tokens=4)
-    assert cg.model.rope("cpu", 10)[0].shape[0] < 10_000
+    assert cg.module.rope("cpu", 10)[0].shape[0] < 10_000
 
 
 def test_a_model_vocabulary_smaller_than_its_tokenizer(checkpoints, tmp_path):

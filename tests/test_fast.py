@@ -46,7 +46,7 @@ def _compare_steps(model, step, tol: float) -> None:
 @pytest.mark.parametrize("shape", ["tiny", "heads16"])
 def test_static_step_equals_the_eager_step_across_a_bucket_edge(checkpoints, shape):
     """The step a CUDA graph captures, run eagerly on CPU: same logits and same cache as model(tok, cache)."""
-    model = convsynth.load(checkpoints(shape)[0]).model
+    model = convsynth.load(checkpoints(shape)[0]).module
     buckets = fast.buckets(model.config.n_positions)
 
     def step(tok, cache):
@@ -77,7 +77,7 @@ def forced_cuda_graphs(checkpoints, n: int):
     directory = checkpoints("tiny")[0]
     want = convsynth.load(directory).complete(PROMPT, max_new_tokens=n, temperature=0)
     cg = convsynth.load(directory)
-    dec = fast.FastDecoder(cg.model, "eager")
+    dec = fast.FastDecoder(cg.module, "eager")
     dec.path = "cuda_graphs"
     cg.decoding = convsynth.generate.DecodePath("cuda_graphs", decoder=dec)
     return cg, dec, want
@@ -148,8 +148,8 @@ def test_onednn_packed_weights_compute_what_eager_computes(checkpoints):
     torch.testing.assert_close(cg.logits(ids), eager.logits(ids), rtol=1e-5, atol=1e-5)
     want = eager.complete(PROMPT, max_new_tokens=24, temperature=0)
     assert cg.complete(PROMPT, max_new_tokens=24, temperature=0) == want
-    lin = cg.model.lm_head
-    assert "packed_weight" in lin.__dict__ and lin.weight.shape == eager.model.lm_head.weight.shape
+    lin = cg.module.lm_head
+    assert "packed_weight" in lin.__dict__ and lin.weight.shape == eager.module.lm_head.weight.shape
     cg.set_fast(False)
     assert cg.decode_path == "eager" and "forward" not in lin.__dict__ and "packed_weight" not in lin.__dict__
     assert cg.complete(PROMPT, max_new_tokens=24, temperature=0) == want
@@ -159,7 +159,7 @@ def test_onednn_on_a_half_precision_model_warns_and_stays_eager(checkpoints):
     with pytest.warns(RuntimeWarning, match="oneDNN packing supports float32 and bfloat16"):
         cg = convsynth.load(checkpoints("tiny")[0], dtype="float16", fast="onednn")
     assert cg.decode_path.startswith("eager (asked for onednn: oneDNN packing supports")
-    assert not any("packed_weight" in m.__dict__ for m in cg.model.modules())
+    assert not any("packed_weight" in m.__dict__ for m in cg.module.modules())
 
 
 def test_onednn_follows_weight_changes_and_lets_gradients_through(checkpoints):
@@ -171,14 +171,14 @@ def test_onednn_follows_weight_changes_and_lets_gradients_through(checkpoints):
     ids = cg.encode(PROMPT)
     with torch.no_grad():
         for m in (eager, cg):
-            m.model.lm_head.weight.mul_(-0.5)
-            m.model.transformer.h[0].mlp.fc_in.weight.add_(0.01)
+            m.module.lm_head.weight.mul_(-0.5)
+            m.module.transformer.h[0].mlp.fc_in.weight.add_(0.01)
     torch.testing.assert_close(cg.logits(ids), eager.logits(ids), rtol=1e-5, atol=1e-5)
     x = torch.tensor([ids])
-    cg.model.requires_grad_(True)  # loaded for inference; a user who trains turns gradients on
-    loss = cg.model(x).logsumexp(-1).mean()
+    cg.module.requires_grad_(True)  # loaded for inference; a user who trains turns gradients on
+    loss = cg.module(x).logsumexp(-1).mean()
     loss.backward()
-    grad = cg.model.transformer.h[0].mlp.fc_in.weight.grad
+    grad = cg.module.transformer.h[0].mlp.fc_in.weight.grad
     assert grad is not None and grad.abs().sum() > 0
 
 
@@ -189,11 +189,11 @@ def test_onednn_follows_replaced_weights_casts_and_inference_mode_loads(checkpoi
     eager = convsynth.load(directory, fast=False)
     cg = convsynth.load(directory, fast="onednn")
     ids = cg.encode(PROMPT)
-    new = {k: v * 0.5 for k, v in eager.model.state_dict().items()}
+    new = {k: v * 0.5 for k, v in eager.module.state_dict().items()}
     for m in (eager, cg):
-        m.model.load_state_dict(new, assign=True)
+        m.module.load_state_dict(new, assign=True)
     torch.testing.assert_close(cg.logits(ids), eager.logits(ids), rtol=1e-5, atol=1e-5)
-    cg.model.double(), eager.model.double()
+    cg.module.double(), eager.module.double()
     torch.testing.assert_close(cg.logits(ids), eager.logits(ids), rtol=1e-6, atol=1e-6)
     with torch.inference_mode():
         inf = convsynth.load(directory, fast="onednn")
@@ -210,7 +210,7 @@ def test_auto_on_cpu_packs_only_when_the_copy_fits(checkpoints, monkeypatch):
         warnings.simplefilter("error")  # auto chooses quietly
         cg = convsynth.load(directory)
     assert cg.decode_path.startswith("eager (auto: a oneDNN-packed copy of the weights")
-    assert not any("packed_weight" in m.__dict__ for m in cg.model.modules())
+    assert not any("packed_weight" in m.__dict__ for m in cg.module.modules())
     assert convsynth.load(directory, fast="onednn").decode_path == "onednn"  # asked for by name: packs anyway
     monkeypatch.undo()
     with warnings.catch_warnings():
@@ -247,5 +247,5 @@ def test_compiled_step_generates_what_eager_does(checkpoints):
 def test_cuda_graph_steps_equal_eager_steps_on_gpu(checkpoints, dtype):
     cg = convsynth.load(checkpoints("heads16")[0], device="cuda", dtype=dtype)
     assert cg.decode_path == "cuda_graphs"
-    _compare_steps(cg.model, cg.decoding.decoder.step, 2e-2)
+    _compare_steps(cg.module, cg.decoding.decoder.step, 2e-2)
     assert cg.decode_path == "cuda_graphs"  # no fallback happened on the way

@@ -47,8 +47,8 @@ def test_greedy_continuation_matches_reference(checkpoints, shape):
     directory, ref = checkpoints(shape)
     cg = convsynth.load(directory)
     ids = ids_for(shape, n=20, seed=3)
-    cache = cg.model.new_cache()
-    gen = decode_tokens(cg.model, cache, torch.tensor([ids]), Sampling(temperature=0), None)
+    cache = cg.module.new_cache()
+    gen = decode_tokens(cg.module, cache, torch.tensor([ids]), Sampling(temperature=0), None)
     ours = [next(gen).item() for _ in range(24)]
     assert ours == reference_greedy(ref, ids, 24)
 
@@ -74,14 +74,14 @@ def test_half_precision_is_as_accurate_as_the_reference(checkpoints, dtype):
         ref_half = reference_model("heads16").to(dtype)
         ref_err = (ref_half(torch.tensor([ids])).logits[0].float() - exact).abs().max().item()
     cg = convsynth.load(directory, dtype=dtype)
-    assert cg.model.dtype == dtype
+    assert cg.module.dtype == dtype
     our_err = (cg.logits(ids) - exact).abs().max().item()
     assert our_err <= 2 * ref_err + 1e-3, (our_err, ref_err)
 
 
 def test_cache_append_rewind_fork_expand(tiny):
     cg, _ = tiny
-    model = cg.model
+    model = cg.module
     ids = torch.tensor([ids_for("tiny", 30)])
     with torch.no_grad():
         full = model(ids)[0]
@@ -106,10 +106,10 @@ def test_cache_append_rewind_fork_expand(tiny):
 
 def test_decode_loop_does_not_grow_the_cache(tiny):
     cg, _ = tiny
-    cache = cg.model.new_cache()
+    cache = cg.module.new_cache()
     cache.reserve(10 + 40)
     k_before = cache.k.data_ptr()
-    gen = decode_tokens(cg.model, cache, torch.tensor([ids_for("tiny", 10)]), Sampling(temperature=0), None)
+    gen = decode_tokens(cg.module, cache, torch.tensor([ids_for("tiny", 10)]), Sampling(temperature=0), None)
     for _ in range(40):
         next(gen)
     assert cache.k.data_ptr() == k_before and cache.length == 10 + 39
@@ -132,3 +132,22 @@ def test_prefix_cache_keeps_the_ids_with_the_cache():
     p.cache.advance(4)  # a step that failed past the prompt: the cache is emptied
     p.record([1, 9])
     assert p.ids == [] and p.cache.length == 0
+
+
+def test_codegen_model_is_a_deprecated_alias_of_module(tiny, monkeypatch):
+    """``CodeGen.module`` is the torch module; ``CodeGen.model``, its old name, still reads and assigns it and warns
+    once per process. A session's model is the CodeGen, so the torch module is ``session.model.module``."""
+    from convsynth import codegen
+    from convsynth.model import CodeGenModel
+    from convsynth.session import Session
+    cg = codegen.CodeGen(tiny[0].module, tiny[0].tokenizer, name="alias")  # its own object: the fixture is shared
+    assert isinstance(cg.module, CodeGenModel)
+    monkeypatch.setattr(codegen, "_model_alias_warned", False)
+    with pytest.warns(DeprecationWarning, match=r"CodeGen\.model is now CodeGen\.module; the old name goes in the "
+                                                r"next release") as caught:
+        assert cg.model is cg.module
+        cg.model = cg.module  # the setter, too
+        assert cg.model is cg.module
+    assert len([w for w in caught if w.category is DeprecationWarning]) == 1  # once, not at every use
+    assert caught[0].filename == __file__  # points at the caller
+    assert Session(cg).model.module is cg.module

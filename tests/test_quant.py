@@ -35,7 +35,7 @@ def test_max_logit_error_on_random_checkpoints(checkpoints, shape):
     directory, ref = checkpoints(shape)
     cg = convsynth.load(directory, quantize="int8")
     assert cg.quantization == "int8 (fbgemm)" and cg.decode_path == "int8 (fbgemm)"
-    assert all(isinstance(m, Int8Linear) for m in (cg.model.lm_head, cg.model.transformer.h[0].attn.qkv_proj))
+    assert all(isinstance(m, Int8Linear) for m in (cg.module.lm_head, cg.module.transformer.h[0].attn.qkv_proj))
     ids = torch.randint(0, ref.config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = ref(ids).logits[0]
@@ -70,7 +70,7 @@ def test_perplexity_change_on_repository_code(packaged):
     losses = []
     for cg in (fp, q):
         with torch.inference_mode():
-            logits = cg.model(t[:, :-1])[0]
+            logits = cg.module(t[:, :-1])[0]
         losses.append(F.cross_entropy(logits, t[0, 1:]).item())
     change = math.exp(losses[1]) / math.exp(losses[0]) - 1
     assert abs(change) < 0.01, (losses, change)
@@ -81,7 +81,7 @@ def test_a_tokens_logits_do_not_depend_on_its_neighbours(checkpoints):
     below int8's own error), so verifying drafts (speculative decoding) sees what plain decoding sees."""
     directory, _ = checkpoints("tiny")
     cg = convsynth.load(directory, quantize="int8")
-    m = cg.model
+    m = cg.module
     ids = torch.randint(0, 50000, (1, 12), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         full = m(ids)[0]
@@ -100,7 +100,7 @@ def test_the_kernels_agree(checkpoints):
     same layer up to activation rounding."""
     directory, _ = checkpoints("heads16")
     cg = convsynth.load(directory, quantize="int8")
-    lin = cg.model.transformer.h[1].attn.qkv_proj
+    lin = cg.module.transformer.h[1].attn.qkv_proj
     x = torch.randn(5, lin.in_features)
     out = {}
     for kernel in quant.KERNELS:
