@@ -85,8 +85,12 @@ def test_session_on_the_server_matches_the_local_session(local, remote):
             texts[name] = s.text
             stats[name] = [(t.stats.cached_tokens, t.stats.prefill_tokens, t.stats.finish_reason) for t in turns]
     assert texts["remote"] == texts["local"]
-    # the server's per-session prefix cache reuses exactly what the local cache reuses, and reports it
-    assert stats["remote"] == stats["local"]
+    # The server's per-session prefix cache reuses what the local cache reuses, and reports it. It may keep up to
+    # two more tokens at a turn boundary: the local cache holds a prefix of the session text's own tokens, which end
+    # in one merged "\n\n" that the next prompt splits ("\n", "\n", "#"), while the server matches the next prompt
+    # against the ids it generated. Every turn's prompt is the same length on both sides.
+    for (rc, rp, rf), (lc, lp, lf) in zip(stats["remote"], stats["local"]):
+        assert lc <= rc <= lc + 2 and rc + rp == lc + lp and rf == lf, stats
     assert stats["remote"][0][0] == 0 and all(c > 0 for c, _, _ in stats["remote"][1:])
 
 
