@@ -74,6 +74,7 @@ def _open_vocabulary() -> tuple[list[str], list[str]]:
 
 OPEN_LOWER, OPEN_UPPER = _open_vocabulary()
 OPEN_P = 0.45  # how often a name or a string word comes from the open vocabulary rather than the lists above
+PSEUDO_P = 0.15  # how often a string word is a non-word (v4)
 
 
 def _zipf(words: list[str], s: float = 0.8) -> list[float]:
@@ -87,8 +88,12 @@ def _zipf(words: list[str], s: float = 0.8) -> list[float]:
 _CUM_LOWER, _CUM_UPPER = _zipf(OPEN_LOWER), _zipf(OPEN_UPPER)
 
 
+def _draw(rng, words: list[str], cum: list[float]) -> str:
+    return rng.choices(words, cum_weights=cum)[0]
+
+
 def _open_lower(rng) -> str:
-    return rng.choices(OPEN_LOWER, cum_weights=_CUM_LOWER)[0]
+    return _draw(rng, OPEN_LOWER, _CUM_LOWER)
 
 
 def pseudo_word(rng) -> str:
@@ -110,7 +115,7 @@ def open_name(rng) -> str:
 
 
 def open_word(rng) -> str:
-    return rng.choices(OPEN_UPPER, cum_weights=_CUM_UPPER)[0] if rng.random() < 0.25 else _open_lower(rng)
+    return _draw(rng, OPEN_UPPER, _CUM_UPPER) if rng.random() < 0.25 else _open_lower(rng)
 
 
 def some_words(rng, k: int, pool: list[str]) -> list[str]:
@@ -205,9 +210,6 @@ def lit_word(rng, cap_ok: bool = True) -> str:
     if rng.random() < OPEN_P:
         return open_word(rng) if cap_ok else _open_lower(rng)
     return rng.choice(WORDS + CITIES + PEOPLE if cap_ok else WORDS)
-
-
-PSEUDO_P = 0.15  # string words that are non-words (v4)
 
 
 def lit_str(rng) -> str:
