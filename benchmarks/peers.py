@@ -1,6 +1,7 @@
 """The peer engine in the benchmark: CTranslate2 (fp32 and int8, converted from the same checkpoint with its own
-converter, the same thread count), measured beside convsynth fp32 and int8, alternating, as run.py measures
-convsynth against transformers. ctranslate2 is an optional dependency (``pip install -e '.[bench]'``); without it
+converter, the same thread count), measured beside convsynth fp32 and int8 in rounds that alternate between the
+engines, each measurement in a fresh process with only that engine loaded (two engines' thread pools in one process
+contend for the cores). ctranslate2 is an optional dependency (``pip install -e '.[bench]'``); without it
 this part of the report says so and the rest runs.
 
 Measured per engine: prefill of the long prompt into a cache (CTranslate2: generating one token, which is its
@@ -9,6 +10,7 @@ prefill plus one sampling step; convsynth: the prompt into a cache, last logits 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -102,14 +104,65 @@ class ConvsynthPeer(Convsynth):
         release(self.device)
 
 
+def _engine(spec: dict):
+    """The engine a child process measures, from its plain-typed spec."""
+    device = torch.device(spec["device"])
+    if spec["engine"] == "ctranslate2":
+        return CTranslate2(Path(spec["directory"]), spec["compute_type"], spec["threads"], device)
+    return ConvsynthPeer(Path(spec["directory"]), device, spec["dtype"], spec["fast"], spec["quantize"])
+
+
+def measure_one(spec: dict) -> dict:
+    """In a child process: load one engine, warm it up, then time one prefill of ``prefill_ids`` and one greedy
+    decode of ``tokens`` after ``prompt``. Plain types out."""
+    torch.set_num_threads(spec["threads"])
+    s = _engine(spec)
+    s.load()
+    device = torch.device(spec["device"])
+    ids = torch.tensor([spec["prefill_ids"]], device=device)
+    s.prefill_cache(ids)  # warm-up: first calls pack weights, fill caches and start thread pools
+    s.generate(spec["prompt"], spec["prompt_ids"], 4)
+    sync(device)
+    t0 = time.perf_counter()
+    s.prefill_cache(ids)
+    sync(device)
+    prefill_s = time.perf_counter() - t0
+    run = s.generate(spec["prompt"], spec["prompt_ids"], spec["tokens"])
+    return dict(prefill_s=prefill_s, **run, path=getattr(getattr(s, "cg", None), "decode_path", ""))
+
+
+def _run_child(spec: dict, work: Path) -> dict:
+    """``measure_one`` in a fresh interpreter: no other engine's thread pool is alive beside the one measured."""
+    import subprocess
+    import sys
+    spec_file = work / "peer-spec.json"
+    out_file = work / "peer-result.json"
+    spec_file.write_text(json.dumps(spec))
+    out_file.unlink(missing_ok=True)
+    root = str(Path(__file__).resolve().parents[1])  # convsynth itself, installed or not
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--measure", str(spec_file), str(out_file)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0 or not out_file.exists():
+        raise RuntimeError(f"measuring {spec['name']} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(out_file.read_text())
+
+
 def bench_peers(directory: Path, work: Path, *, device: torch.device, dtype: str, fast: str, threads: int,
                 prompt: str, prompt_ids: list[int], prefill_ids: list[int], tokens: int, repeats: int,
                 log=print) -> dict:
     """convsynth fp32 and int8 against CTranslate2 fp32 and int8: prefill of ``prefill_ids`` and greedy decode of
-    ``tokens`` after ``prompt``, ``repeats`` rounds alternating between the engines; medians."""
+    ``tokens`` after ``prompt``, ``repeats`` rounds alternating between the engines; medians.
+
+    Each measurement runs in its own child process with only that engine loaded. In one process the engines'
+    thread pools (torch's OpenMP and CTranslate2's own) stay alive side by side and contend for the same cores:
+    a 2-core run measured convsynth fp32 decode at 12.9 tok/s there against 21.6 in its own table."""
     import statistics
     missing = ctranslate2_missing()
-    systems = [ConvsynthPeer(directory, device, dtype, fast, q) for q in (None, "int8")]
+    common = dict(device=device.type, dtype=dtype, fast=fast, threads=threads, prompt=prompt,
+                  prompt_ids=list(prompt_ids), prefill_ids=list(prefill_ids), tokens=tokens)
+    specs = [dict(common, engine="convsynth", name="convsynth int8" if q else "convsynth fp32", quantize=q,
+                  directory=str(directory)) for q in (None, "int8")]
     if missing:
         log(f"CTranslate2 not measured: {missing}")
     elif dtype != "float32":
@@ -120,40 +173,27 @@ def bench_peers(directory: Path, work: Path, *, device: torch.device, dtype: str
             t0 = time.perf_counter()
             out = convert(directory, work / f"ct2-{q}", q)
             log(f"CTranslate2 {q}: converted in {time.perf_counter() - t0:.1f} s")
-            systems.append(CTranslate2(out, q, threads, device))
-    for s in systems:
-        s.load()
-    ids = torch.tensor([prefill_ids], device=device)
-    res = {s.name: dict(prefill_s=[], decode=[]) for s in systems}
-    for s in systems:  # warm-up
-        s.prefill_cache(ids)
-        s.generate(prompt, prompt_ids, 4)
+            specs.append(dict(common, engine="ctranslate2", name=f"ctranslate2 {q}", compute_type=q,
+                              directory=str(out)))
+    runs = {s["name"]: [] for s in specs}
     for _ in range(repeats):
-        for s in systems:
-            sync(device)
-            t0 = time.perf_counter()
-            s.prefill_cache(ids)
-            sync(device)
-            res[s.name]["prefill_s"].append(time.perf_counter() - t0)
-            res[s.name]["decode"].append(s.generate(prompt, prompt_ids, tokens))
+        for spec in specs:
+            runs[spec["name"]].append(_run_child(spec, work))
     out = {}
-    for s in systems:
-        runs = res[s.name]["decode"]
-        rates = [(len(r["ids"]) - 1) / (r["total"] - r["ttft"]) for r in runs if len(r["ids"]) > 1]
-        pre = statistics.median(res[s.name]["prefill_s"])
-        out[s.name] = dict(prefill_tokens=len(prefill_ids), prefill_s=pre, prefill_tokens_per_s=len(prefill_ids) / pre,
-                           decode_tokens=tokens,
-                           decode_tokens_per_s=statistics.median(rates) if rates else float("nan"),
-                           generated=[len(r["ids"]) for r in runs], ids=runs[-1]["ids"])
-        if isinstance(s, ConvsynthPeer):
-            out[s.name]["path"] = s.cg.decode_path
-        s.unload()
+    for name, rs in runs.items():
+        rates = [(len(r["ids"]) - 1) / (r["total"] - r["ttft"]) for r in rs if len(r["ids"]) > 1]
+        pre = statistics.median(r["prefill_s"] for r in rs)
+        out[name] = dict(prefill_tokens=len(prefill_ids), prefill_s=pre, prefill_tokens_per_s=len(prefill_ids) / pre,
+                         decode_tokens=tokens, decode_tokens_per_s=statistics.median(rates) if rates else float("nan"),
+                         generated=[len(r["ids"]) for r in rs], ids=rs[-1]["ids"])
+        if name.startswith("convsynth"):
+            out[name]["path"] = rs[-1]["path"]
     base = out["convsynth fp32"]["ids"]
     for v in out.values():  # greedy ids against convsynth fp32: int8 may part ways; CTranslate2 fp32 should not
         v["first_difference_vs_convsynth_fp32"] = first_difference(base, v["ids"])
     log("peers: " + ", ".join(f"{k} decode {v['decode_tokens_per_s']:.1f} tok/s, prefill "
                               f"{v['prefill_tokens_per_s']:.0f} tok/s" for k, v in out.items()))
-    return dict(systems=out, ctranslate2_missing=missing, threads=threads, repeats=repeats)
+    return dict(systems=out, ctranslate2_missing=missing, threads=threads, repeats=repeats, isolation="process")
 
 
 def _agree(v: dict) -> str:
@@ -177,7 +217,8 @@ def report_peers(p: dict, transformers: dict | None, speculation: dict | None = 
     md = ["## Against CTranslate2", ""]
     if p["ctranslate2_missing"]:
         md += [f"**CTranslate2 was not measured**: {p['ctranslate2_missing']}.", ""]
-    md.append(f"{p['threads']} threads for every engine, median of {p['repeats']} alternating rounds; decode: greedy "
+    alone = ", each measurement in a fresh process with only that engine loaded" if p.get("isolation") else ""
+    md.append(f"{p['threads']} threads for every engine, median of {p['repeats']} alternating rounds{alone}; decode: greedy "
               f"tokens/s over {next(iter(sysd.values()))['decode_tokens']} tokens after the first; prefill: "
               f"{next(iter(sysd.values()))['prefill_tokens']} prompt tokens into a cache, tokens/s. Ratios: convsynth "
               "over CTranslate2 of the same precision.")
@@ -204,3 +245,11 @@ def report_peers(p: dict, transformers: dict | None, speculation: dict | None = 
         md.append(table(["goal", "target", "measured", "met"],
                         [[g, t, f"{m:.2f}x", "yes" if m >= want else "**no**"] for g, t, m, want in goals]))
     return "\n".join(md)
+
+
+if __name__ == "__main__":  # the child process of _run_child: python peers.py --measure SPEC.json OUT.json
+    import sys
+    if len(sys.argv) == 4 and sys.argv[1] == "--measure":
+        Path(sys.argv[3]).write_text(json.dumps(measure_one(json.loads(Path(sys.argv[2]).read_text()))))
+    else:
+        sys.exit("usage: peers.py --measure SPEC.json OUT.json (run by bench_peers)")

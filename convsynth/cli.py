@@ -4,16 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .flags import model_flags
+from .flags import engine_flags, load_model, model_flags
 
 
 def _sampling_flags(p: argparse.ArgumentParser) -> None:
     model_flags(p)
-    p.add_argument("--quantize", default=None, choices=["int8"], help="int8 weights (made at load time)")
-    p.add_argument("--speculate", default="auto", choices=["auto", "on", "off"],
-                   help="speculative decoding: auto = greedy decoding, paused while it does not pay")
-    p.add_argument("--draft", default=None,
-                   help="draft model for speculation ('packaged' or a checkpoint; default: prompt lookup)")
+    engine_flags(p)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.2, help="0 means greedy")
     p.add_argument("--top-p", type=float, default=0.95)
@@ -25,17 +21,6 @@ def _sampling_flags(p: argparse.ArgumentParser) -> None:
 def _sampling(args) -> dict:
     return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                 top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
-
-
-def _load(args):
-    """The model the flags ask for (weights, decode path, speculation and its draft)."""
-    import convsynth
-    draft = None
-    if args.draft:
-        draft = convsynth.load(None if args.draft == "packaged" else args.draft, device=args.device,
-                               dtype=args.dtype, fast=args.fast)
-    return convsynth.load(args.model, device=args.device, dtype=args.dtype, fast=args.fast, quantize=args.quantize,
-                          speculate=args.speculate, draft=draft)
 
 
 def cmd_complete(args) -> int:
@@ -51,7 +36,7 @@ def cmd_complete(args) -> int:
     make_stop(stop)  # a bad regex is refused before the model loads
     from .checkpoint import parse_device, parse_dtype
     parse_dtype(args.dtype, parse_device(args.device))
-    cg = _load(args)
+    cg = load_model(args)
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
     for piece in cg.stream(args.prompt, stop=stop, **_sampling(args)):
@@ -73,7 +58,7 @@ def cmd_demo(args) -> int:
     """The main job: a multi-turn session on a model, each step generated, run in the sandbox and shown."""
     import convsynth
     print(f"Loading {'the packaged model' if args.model is None else args.model} ...", flush=True)
-    cg = _load(args)
+    cg = load_model(args)
     print(repr(cg), flush=True)
     kw = _sampling(args)
     with convsynth.Session(cg, **kw) as session:

@@ -14,3 +14,24 @@ def model_flags(p, *, fast: bool = True) -> None:
         p.add_argument("--fast", default="auto", choices=FAST_CHOICES,
                        help="decode step: auto = CUDA graphs on a GPU, oneDNN-packed weights on a CPU (when they "
                             "fit)")
+
+
+def engine_flags(p) -> None:
+    """``--quantize``, ``--speculate`` and ``--draft``: how the loaded model runs (cli.py's verbs and serve.py)."""
+    p.add_argument("--quantize", default=None, choices=["int8"], help="int8 weights (made at load time)")
+    p.add_argument("--speculate", default="auto", choices=["auto", "on", "off"],
+                   help="speculative decoding: auto = greedy decoding, paused while it does not pay")
+    p.add_argument("--draft", default=None,
+                   help="draft model for speculation ('packaged' or a checkpoint; default: prompt lookup)")
+
+
+def load_model(args):
+    """The model ``model_flags`` and ``engine_flags`` ask for (weights, decode path, speculation and its draft)."""
+    import convsynth
+    fast = getattr(args, "fast", "auto")
+    draft = None
+    if args.draft:
+        draft = convsynth.load(None if args.draft == "packaged" else args.draft, device=args.device,
+                               dtype=args.dtype, fast=fast)
+    return convsynth.load(args.model, device=args.device, dtype=args.dtype, fast=fast, quantize=args.quantize,
+                          speculate=args.speculate, draft=draft)

@@ -183,11 +183,15 @@ class RemoteCodeGen:
         generated = int(usage.get("completion_tokens") or pieces)
         elapsed = time.perf_counter() - t_first if t_first else 0.0
         ids = self.encode(text) if text else []
+        details = usage.get("completion_tokens_details") or {}  # the server's speculation, when it reports it
+        kept, thrown = (int(details.get(k) or 0) for k in ("accepted_prediction_tokens", "rejected_prediction_tokens"))
         return Completion(texts=[text], token_ids=[ids], finish_reasons=[reason or "length"],
                           prefill_tokens=n_prompt - cached, cached_tokens=cached,
                           time_to_first_token=(t_first - t0) if t_first else 0.0,
                           decode_tokens_per_s=(generated - 1) / elapsed if generated > 1 and elapsed > 0 else 0.0,
-                          generated_tokens=generated, raw_ids=[ids])
+                          generated_tokens=generated, raw_ids=[ids],
+                          acceptance_rate=kept / (kept + thrown) if kept + thrown else None,
+                          drafted_tokens=kept + thrown)
 
     # ---- HTTP --------------------------------------------------------------------------------------------
     def _models(self) -> list[dict]:

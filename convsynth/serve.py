@@ -44,6 +44,7 @@ class Engine:
         self.generating = False
         self.requests = 0
         self.generated_tokens = 0  # in all, so tests and operators see that a cancelled stream stopped the model
+        self.drafted_tokens = self.accepted_tokens = 0  # speculative decoding, in all
 
     def prepare(self, body: dict) -> tuple:
         """Check a /v1/completions request before anything is streamed; raises ApiError(400) on bad input.
@@ -101,9 +102,10 @@ class Engine:
                 s = Sampling(**{**s.to_dict(), "max_new_tokens": min(s.max_new_tokens,
                                                                      self.cg.config.n_positions - len(ids))})
                 yield None, {"finish_reason": None, "cached_tokens": keep}  # known now: continuous usage says it
+                spec = self.cg.speculator(s)  # the server's --speculate: drafts for greedy requests
                 gen = Run(locked_steps(iter_generation(self.cg.module, self.cg.tokenizer, prefix.cache, ids[keep:], s,
-                                                       None, cancel=cancel, context_ids=ids, decode=self.cg.decoding),
-                                       self.cg.lock))
+                                                       None, cancel=cancel, context_ids=ids, decode=self.cg.decoding,
+                                                       speculator=spec), self.cg.lock))
                 text, emitted, hold, stopped = "", 0, max((len(x) for x in stop), default=1) - 1, False
                 try:
                     for _, piece in gen:
@@ -126,8 +128,12 @@ class Engine:
                     yield text[emitted:], None
                 self.generated_tokens += comp.generated_tokens
                 reason = "stop" if stopped else FINISH[comp.finish_reasons[0]]
+                accepted = round((comp.acceptance_rate or 0.0) * comp.drafted_tokens)
+                self.drafted_tokens += comp.drafted_tokens
+                self.accepted_tokens += accepted
                 yield None, {"finish_reason": reason, "prompt_tokens": len(ids), "cached_tokens": keep,
-                             "completion_tokens": comp.generated_tokens}
+                             "completion_tokens": comp.generated_tokens, "accepted_prediction_tokens": accepted,
+                             "rejected_prediction_tokens": comp.drafted_tokens - accepted}
             finally:
                 self.generating = False
 
@@ -162,7 +168,9 @@ def create_app(cg, *, api_key: str | None = None, max_sessions: int = 32, model_
     async def health(request: Request):
         return JSONResponse({"status": "ok", "model": name, "generating": engine.generating,
                              "requests": engine.requests, "generated_tokens": engine.generated_tokens,
-                             "sessions": len(engine.caches)})
+                             "sessions": len(engine.caches), "decode_path": cg.decode_path,
+                             "speculate": cg.speculate, "drafted_tokens": engine.drafted_tokens,
+                             "accepted_tokens": engine.accepted_tokens})
 
     async def completions(request: Request):
         try:
@@ -196,9 +204,13 @@ def create_app(cg, *, api_key: str | None = None, max_sessions: int = 32, model_
         threading.Thread(target=worker, name="convsynth-serve", daemon=True).start()
 
         def usage(info: dict, completion_tokens: int) -> dict:
-            return {"prompt_tokens": len(ids), "completion_tokens": completion_tokens,
-                    "total_tokens": len(ids) + completion_tokens,
-                    "prompt_tokens_details": {"cached_tokens": info.get("cached_tokens", 0)}}
+            use = {"prompt_tokens": len(ids), "completion_tokens": completion_tokens,
+                   "total_tokens": len(ids) + completion_tokens,
+                   "prompt_tokens_details": {"cached_tokens": info.get("cached_tokens", 0)}}
+            if "accepted_prediction_tokens" in info:  # OpenAI's names for drafted tokens kept and thrown away
+                use["completion_tokens_details"] = {k: info[k] for k in ("accepted_prediction_tokens",
+                                                                         "rejected_prediction_tokens")}
+            return use
 
         def chunk(text: str, reason: str | None, use: dict | None) -> str:
             d = {"id": rid, "object": "text_completion", "created": created, "model": name,
@@ -261,8 +273,9 @@ def create_app(cg, *, api_key: str | None = None, max_sessions: int = 32, model_
 
 
 def add_arguments(p) -> None:
-    from .flags import model_flags
+    from .flags import engine_flags, model_flags
     model_flags(p, fast=False)
+    engine_flags(p)
     p.add_argument("--name", default=None, help="the model id clients ask for (default: --model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for a class on a LAN)")
     p.add_argument("--port", type=int, default=8000)
@@ -276,8 +289,8 @@ def main(args) -> int:
         import starlette  # noqa: F401
     except ImportError:
         raise ConvsynthError("convsynth serve needs starlette and uvicorn: pip install 'convsynth[serve]'") from None
-    from . import load
-    cg = load(args.model, device=args.device, dtype=args.dtype)
+    from .flags import load_model
+    cg = load_model(args)
     app = create_app(cg, api_key=args.api_key, max_sessions=args.max_sessions, model_name=args.name)
     print(f"serving {args.name or cg.name} on http://{args.host}:{args.port}/v1", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

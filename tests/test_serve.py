@@ -190,3 +190,20 @@ def test_openai_stop_strings_and_plain_replies(server, local):
             if line.startswith("data: ") and line != "data: [DONE]":
                 pieces += [c["text"] for c in json.loads(line[6:])["choices"]]
     assert "".join(pieces) == text
+
+
+def test_server_speculates_and_reports_it(local, remote, server):
+    """The server speculates on greedy requests (--speculate auto by default, as `convsynth complete`): the text is
+    plain decoding's, and usage reports the drafts as OpenAI's accepted/rejected prediction tokens, which the
+    client turns into the turn's acceptance rate."""
+    prompt = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n\n\ndef add(a, b):\n"  # repeats: lookup drafts
+    want = local.complete(prompt, max_new_tokens=32, temperature=0, stop=None, speculate="off")
+    before = health(server)
+    comp = remote.generate(prompt, max_new_tokens=32, temperature=0, stop=None)
+    assert comp.texts[0] == want
+    assert comp.drafted_tokens > 0 and 0 < comp.acceptance_rate <= 1, (comp.drafted_tokens, comp.acceptance_rate)
+    after = health(server)
+    assert after["speculate"] == "auto" and after["drafted_tokens"] - before["drafted_tokens"] == comp.drafted_tokens
+    assert after["accepted_tokens"] - before["accepted_tokens"] == round(comp.acceptance_rate * comp.drafted_tokens)
+    sampled = remote.generate(prompt, max_new_tokens=8, temperature=0.8, seed=1, stop=None)
+    assert sampled.drafted_tokens == 0 and sampled.acceptance_rate is None  # 'auto' drafts for greedy requests only
