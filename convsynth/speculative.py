@@ -53,7 +53,7 @@ class PromptLookup:
     """Drafts by continuing the most recent earlier occurrence of the context's last n-gram (n from ``max_ngram``
     down to ``min_ngram``). The index of n-grams grows with the ids, so a draft costs a few dict look-ups."""
 
-    def __init__(self, max_ngram: int = 4, min_ngram: int = 2):
+    def __init__(self, max_ngram: int = 8, min_ngram: int = 2):
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
         self.ids: list[int] = []
         self.index: dict[tuple, int] = {}  # n-gram -> the position just after its latest occurrence but the last
@@ -144,7 +144,10 @@ def _take(m: int, tok: int, seen) -> tuple[int, int]:
 class Speculator:
     """Speculation for one generation: the drafter, k, the pause logic and the counts (``stats``)."""
 
-    K_START, K_MAX = 4, 10
+    # Short first drafts, growing fast while they are kept: a lookup draft is right in runs (a repeated line),
+    # so after a kept draft the next is likely kept too. Chosen by replaying benchmarks/spec_session.py's token
+    # stream through the drafter (k from 4, +2 to 10: 1.65 tokens per pass-cost; from 2, +4 to 16: 1.74).
+    K_START, K_MAX, K_GROW = 2, 16, 4
     PAUSE_MAX = 128
     JUDGE_AFTER = 4  # timed passes per verdict
 
@@ -176,7 +179,7 @@ class Speculator:
         st = self.stats
         st.passes, st.drafted, st.accepted = st.passes + 1, st.drafted + drafted, st.accepted + kept
         self.unmeasured += 1
-        self.k = min(self.k + 2, self.K_MAX) if kept == drafted else max(1, self.k - 1)
+        self.k = min(self.k + self.K_GROW, self.K_MAX) if kept == drafted else max(1, self.k - 1)
         if not self.timed or self.step_time is None:
             return
         # Judged over a window of passes, not pass by pass: acceptance comes in runs (a repeated line is kept
