@@ -62,7 +62,8 @@ def report(r: dict) -> str:
     md.append(f"- Model: {r['parameters'] / 1e6:.1f} M parameters (n_embd {r['model']['n_embd']}, n_layer "
               f"{r['model']['n_layer']}, vocab {r['model']['vocab_size']}); medians of repeats after a warm-up; "
               "speed-up = transformers time / convsynth time (> 1: convsynth is faster)")
-    md.append(f"- convsynth decode step: `{r.get('decode_path', 'eager')}` (`--fast` to choose)")
+    md.append(f"- convsynth decode step: `{r.get('decode_path', 'eager')}` (`--fast` to choose); speculative decoding "
+              "off in these tables, as transformers decodes (measured on its own at the end)")
     md.append("- Order: " + ("both models in memory, every repeat alternates convsynth / transformers" if r["together"]
                              else "convsynth first, then transformers (one model in memory at a time)"))
     md += ["", "## Load (same safetensors directory, warm page cache)", ""]

@@ -63,7 +63,11 @@ class Convsynth:
         import convsynth
         self.cg = None
         release(self.device)
-        self.cg = convsynth.load(self.directory, device=str(self.device), dtype=self.dtype, fast=self.fast)
+        # Plain decoding, as transformers decodes: greedy generation speculates by default, and a random model's
+        # greedy output repeats a few tokens, which prompt lookup drafts perfectly (the 2026-12-01 run's decode
+        # table read 21.6 tok/s with it; its peer table, without, 12.9). spec_session.py measures speculation.
+        self.cg = convsynth.load(self.directory, device=str(self.device), dtype=self.dtype, fast=self.fast,
+                                 speculate="off")
         sync(self.device)
         self.hook = FirstForward(self.cg.module, self.device)
 
