@@ -160,6 +160,7 @@ class Completion:
     raw_ids: list[list[int]] = field(default_factory=list)  # every sampled token, EOS and cut ones included
     acceptance_rate: float | None = None  # speculative decoding: share of drafted tokens kept (None: no drafts)
     drafted_tokens: int = 0
+    accepted_tokens: int = 0            # of those, kept (a count: the server reports it as is)
 
 
 class _Detok:
@@ -375,4 +376,5 @@ def iter_generation(model, tokenizer, cache: KVCache, new_ids: list[int], s: Sam
         generated_tokens=steps, raw_ids=raw,
         acceptance_rate=speculator.stats.acceptance_rate if speculator is not None else None,
         drafted_tokens=speculator.stats.drafted if speculator is not None else 0,
+        accepted_tokens=speculator.stats.accepted if speculator is not None else 0,
     )

@@ -117,7 +117,7 @@ class Int8Linear(nn.Module):
 
     def _fbgemm(self, x: torch.Tensor) -> torch.Tensor:
         s = x.abs().amax(dim=1, keepdim=True).clamp_min(1e-30)  # per-token range
-        rows = torch.empty(x.shape[0] + 2, x.shape[1])           # range exactly [-1, 1] whatever the tokens:
+        rows = x.new_empty((x.shape[0] + 2, x.shape[1]))         # range exactly [-1, 1] whatever the tokens:
         rows[:2] = self._sentinel                                # two sentinel rows, then x / s written in place
         torch.div(x, s, out=rows[2:])
         y = torch.ops.quantized.linear_dynamic(rows, self._packed, self._reduce_range)[2:]

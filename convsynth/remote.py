@@ -191,7 +191,7 @@ class RemoteCodeGen:
                           decode_tokens_per_s=(generated - 1) / elapsed if generated > 1 and elapsed > 0 else 0.0,
                           generated_tokens=generated, raw_ids=[ids],
                           acceptance_rate=kept / (kept + thrown) if kept + thrown else None,
-                          drafted_tokens=kept + thrown)
+                          drafted_tokens=kept + thrown, accepted_tokens=kept)
 
     # ---- HTTP --------------------------------------------------------------------------------------------
     def _models(self) -> list[dict]:

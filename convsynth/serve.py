@@ -128,7 +128,7 @@ class Engine:
                     yield text[emitted:], None
                 self.generated_tokens += comp.generated_tokens
                 reason = "stop" if stopped else FINISH[comp.finish_reasons[0]]
-                accepted = round((comp.acceptance_rate or 0.0) * comp.drafted_tokens)
+                accepted = comp.accepted_tokens
                 self.drafted_tokens += comp.drafted_tokens
                 self.accepted_tokens += accepted
                 yield None, {"finish_reason": reason, "prompt_tokens": len(ids), "cached_tokens": keep,
