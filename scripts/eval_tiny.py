@@ -7,7 +7,9 @@
 - greedy completions (max 96 new tokens, truncated with convsynth.stops.truncate_codegen) for the fixed prompt
   list in scripts/tiny_prompts.py: parse rate of ast.parse(prompt + completion);
 - execution checks of simple functions (add(a, b) etc.), each in a subprocess with a timeout;
-- multi-turn sessions in the MTPB layout.
+- multi-turn sessions in the MTPB layout;
+- name copying by word frequency: can the model write `harvest = ...` for "Set harvest to 7."? 20 words from each
+  band of the tokenizer's word ranking (the words of scripts/tiny_steps.py's open vocabulary, by token id).
 Writes eval.json next to the model; MODEL_CARD.md is written by hand from it and from scripts/eval_steps.py.
 """
 from __future__ import annotations
@@ -78,6 +80,28 @@ def heldout_loss(model, arr: np.ndarray, ctx: int = 256, windows: int = 64, acti
     return out
 
 
+NAME_BANDS = ((0, 500), (500, 2000), (2000, 5000), (5000, 10000), (10000, None))
+NAME_FORMS = ("Set {w} to 7.", "Assign the list [4, 2, 9] to {w}.", "Store the string 'red fox' in {w}.")
+
+
+def name_copy(cg, per_band: int = 20, seed: int = 5) -> dict:
+    """Share of instructions whose code starts with the instruction's name, per frequency band of the name.
+    Phase 6 (the v4 generator) copied 19 of 20 of the 500 commonest words and none past rank 5,000."""
+    import random
+    from tiny_steps import OPEN_LOWER
+    rng, out = random.Random(seed), {}
+    for lo, hi in NAME_BANDS:
+        words = rng.sample(OPEN_LOWER[lo:hi], per_band)
+        misses = []
+        for i, w in enumerate(words):
+            prompt = P.PREAMBLE + "# " + NAME_FORMS[i % len(NAME_FORMS)].format(w=w) + "\n"
+            first = cg.complete(prompt, max_new_tokens=16, temperature=0).strip().split("\n")[0]
+            if not first.startswith(w + " ="):
+                misses.append(f"{w} -> {first[:30]}")
+        out[f"{lo}-{hi or len(OPEN_LOWER)}"] = dict(copied=per_band - len(misses), total=per_band, misses=misses[:5])
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(ROOT / "convsynth" / "models" / "convsynth-tiny"))
@@ -134,6 +158,7 @@ def main():
         ok, out = run_python(prompt)
         sessions.append(dict(turns=turns, program=prompt, runs=ok, output=out.strip()))
     result["sessions"] = sessions
+    result["name_copy"] = name_copy(cg)
     result["sessions_run_ok"] = sum(s["runs"] for s in sessions)
     result["completions"] = rows
     result["checks"] = checks
@@ -141,6 +166,7 @@ def main():
     out = Path(args.out) if args.out else Path(args.model) / "eval.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     summary = {k: v for k, v in result.items() if k not in ("completions", "checks", "sessions")}
+    summary["name_copy"] = {band: f"{v['copied']}/{v['total']}" for band, v in result["name_copy"].items()}
     print(json.dumps(summary, indent=1))
     for c in checks:
         print(f"--- check {c['name']}: {'PASS' if c['passed'] else 'FAIL'}\n{c['completion']}")

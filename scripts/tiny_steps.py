@@ -32,7 +32,7 @@ import numpy as np
 
 from convsynth.turns import MTPB_PREAMBLE
 
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 PREAMBLE = MTPB_PREAMBLE  # the layout a Session writes
 
 NOUNS = ("numbers nums values data items scores counts prices ages temps grades points marks totals sizes weights "
@@ -94,6 +94,22 @@ def _draw(rng, words: list[str], cum: list[float]) -> str:
 
 def _open_lower(rng) -> str:
     return _draw(rng, OPEN_LOWER, _CUM_LOWER)
+
+
+# v5: names from the middle of the frequency ranking, drawn far flatter than _zipf. Phase 6 copied a name from
+# an instruction 19 times in 20 among the 500 commonest words, 12 in 20 at ranks 500-2,000, 6 at 2,000-5,000 and
+# never beyond (name_copy in scripts/eval_tiny.py); the evaluation suite's names spread across all those ranks.
+BAND = (150, 9000)
+_CUM_BAND = list(itertools.accumulate((r + 1500) ** -0.7 for r in range(BAND[1] - BAND[0])))
+NAME_DRILL_P = 0.22
+VERBS_FN = "get make compute find count scale check to calc sum total apply convert double".split()  # share of programs that are name drills (v5)
+
+
+def band_name(rng) -> str:
+    """A variable name from the middle band: one word, or two joined by an underscore."""
+    words = OPEN_LOWER[BAND[0]:BAND[1]]
+    w = _draw(rng, words, _CUM_BAND)
+    return f"{w}_{_draw(rng, words, _CUM_BAND)}" if rng.random() < 0.12 else w
 
 
 def pseudo_word(rng) -> str:
@@ -259,10 +275,12 @@ class Program:
         self.kinds: dict[str, str] = {}
         self.out = io.StringIO()
         self.last: str | None = None
+        self.band = False  # a name drill: fresh names come from the middle band (v5)
 
     def fresh(self, rng, pool) -> str:
         for _ in range(50):
-            n = open_name(rng) if rng.random() < OPEN_P else rng.choice(pool)
+            n = band_name(rng) if self.band and rng.random() < 0.9 else \
+                open_name(rng) if rng.random() < OPEN_P else rng.choice(pool)
             if n not in self.vars:
                 return n
         return rng.choice(pool) + str(rng.randint(2, 9))
@@ -890,6 +908,16 @@ FUNCS = [  # (name pool, params, wordings, body, python function, argument kinds
 def function_program(rng, p: Program):
     pool, params, descs, body, fn, argk = rng.choice(FUNCS)
     fname = rng.choice(pool)
+    if rng.random() < 0.45:  # v5: a function named by the user (scale_up, fahrenheit), not one of the pool's
+        fname = band_name(rng) if rng.random() < 0.6 else f"{rng.choice(VERBS_FN)}_{band_name(rng)}"
+    if rng.random() < 0.35:  # v5: and its parameters too (textual renaming: new names are words not in the body)
+        for old in params.split(", "):
+            new = rng.choice(["x", "n", "s", "a", "b", "c", "u", "w", "k", "seq", "nums", "data"]) \
+                if rng.random() < 0.5 else band_name(rng)
+            if re.search(rf"\b{re.escape(new)}\b", body + " " + params) or keyword.iskeyword(new):
+                continue
+            body = re.sub(rf"\b{old}\b", new, body)
+            params = re.sub(rf"\b{old}\b", new, params)
     ps = params.split(", ")
     P = " and ".join(ps) if len(ps) > 1 else ps[0]
     desc = rng.choice(descs).format(P=P, a=ps[0], b=ps[-1])
@@ -1055,9 +1083,25 @@ def chain_program(rng, p: Program):
     print_var(rng, p, cur)
 
 
+def name_drill(rng, p: Program):
+    """v5: two to five literals assigned to mid-band names, then one or two of them printed: the copy a name needs
+    from ' harvest' in an instruction to 'harvest' at the start of a line, drilled where phase 6 failed."""
+    p.band = True
+    for _ in range(rng.randint(2, 5)):
+        assign_literal(rng, p, rng.choice(LITERAL_KINDS))
+    named = list(p.kinds)
+    if len(named) >= 2 and rng.random() < 0.4:
+        print_two(rng, p, *rng.sample(named, 2))
+    else:
+        print_var(rng, p, rng.choice(named))
+
+
 def program(rng) -> Program:
     """One random program."""
     p = Program()
+    if rng.random() < NAME_DRILL_P:
+        name_drill(rng, p)
+        return p
     r = rng.random()
     if r < 0.12:  # copy drill: assign one or two literals and print them
         for _ in range(rng.choice([1, 1, 2])):
