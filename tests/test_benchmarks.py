@@ -70,3 +70,14 @@ def test_benchmark_says_when_ctranslate2_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "ctranslate2", None)  # what an environment without it looks like to import
     assert "ctranslate2 is not installed" in peers.ctranslate2_missing()
     assert "pip install" in peers.ctranslate2_missing()
+
+
+def test_speculation_benchmark_on_a_fresh_session():
+    """The variant whose steps repeat nothing (what 'auto' costs where lookup has little to draft): same text in
+    every mode, and its own heading."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "spec_session.py"), "--session", "fresh",
+                           "--max-new-tokens", "8", "--repeats", "1"], capture_output=True, text=True, timeout=600,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "## Speculative decoding: a fresh session" in proc.stdout and "that repeat nothing" in proc.stdout
+    assert "identical text: True" in proc.stderr
