@@ -32,7 +32,7 @@ import numpy as np
 
 from convsynth.turns import MTPB_PREAMBLE
 
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 PREAMBLE = MTPB_PREAMBLE  # the layout a Session writes
 
 NOUNS = ("numbers nums values data items scores counts prices ages temps grades points marks totals sizes weights "
@@ -692,6 +692,27 @@ def pick_k(rng, spec, v):
     return str(k), str(k), k
 
 
+# v6: a result named after its operation and input, as people name them (sorted_numbers, max_value, upper_text).
+# v5's names never began with a builtin's name (the open vocabulary leaves out sorted, max, sum), and phase 7 wrote
+# prices_numbers for the demo's sorted_numbers.
+RESULT_PREFIX = [("sorted(", ["sorted"]), (".sort(", ["sorted"]), ("max(", ["max", "largest", "biggest"]),
+                 ("min(", ["min", "smallest"]), ("sum(", ["sum", "total"]), ("len(", ["len", "num", "count"]),
+                 ("[::-1]", ["reversed"]), ("reversed(", ["reversed"]), (".upper()", ["upper"]),
+                 (".lower()", ["lower"]), ("set(", ["unique"]), ("abs(", ["abs"]), ("round(", ["rounded"]),
+                 (".split(", ["split", "parts"]), (".join(", ["joined"]), (".strip()", ["stripped", "clean"]),
+                 (".replace(", ["replaced", "new"]), (".count(", ["count", "num"]), ("np.mean(", ["mean", "avg"])]
+
+
+def result_name(rng, expr: str, src: str) -> str | None:
+    """A name for the result of ``expr`` on ``src`` made of the operation and the input or a plain noun."""
+    for needle, words in RESULT_PREFIX:
+        if needle in expr:
+            tail = src if rng.random() < 0.7 else rng.choice(["value", "result"])
+            name = f"{rng.choice(words)}_{tail}"
+            return None if name.count("_") > 2 else name
+    return None
+
+
 def apply_op(rng, p: Program, name: str, final_print: bool) -> str | None:
     """Apply a random operation that fits the variable; store (or print) the result. Returns the new name."""
     kind = p.kinds[name]
@@ -735,6 +756,9 @@ def apply_op(rng, p: Program, name: str, final_print: bool) -> str | None:
         return name
     dst = p.fresh(rng, {"num": SCALARS, "int": SCALARS, "float": SCALARS, "bool": ["flag", "ok", "found", "check",
                         "is_big", "answer", "result", "has_it", "test"], "str": SNAMES}.get(o["out"], NOUNS))
+    named = result_name(rng, expr, name)
+    if named is not None and named not in p.vars and rng.random() < 0.35:
+        dst = named
     D = dref(rng, dst)
     if rng.random() < 0.5:
         instr = rng.choice(o["verbs"]).format(**fmt) + " " + rng.choice(STORE_SUFFIX).format(D=D)
