@@ -100,16 +100,16 @@ def _open_lower(rng) -> str:
 # an instruction 19 times in 20 among the 500 commonest words, 12 in 20 at ranks 500-2,000, 6 at 2,000-5,000 and
 # never beyond (name_copy in scripts/eval_tiny.py); the evaluation suite's names spread across all those ranks.
 BAND = (150, 9000)
-_CUM_BAND = list(itertools.accumulate((r + 1500) ** -0.7 for r in range(BAND[1] - BAND[0])))
-NAME_DRILL_P = 0.22
-VERBS_FN = "get make compute find count scale check to calc sum total apply convert double".split()  # share of programs that are name drills (v5)
+BAND_WORDS = OPEN_LOWER[BAND[0]:BAND[1]]
+_CUM_BAND = list(itertools.accumulate((r + 1500) ** -0.7 for r in range(len(BAND_WORDS))))
+NAME_DRILL_P = 0.22  # share of programs that are name drills (v5)
+VERBS_FN = "get make compute find count scale check to calc sum total apply convert double".split()
 
 
 def band_name(rng) -> str:
     """A variable name from the middle band: one word, or two joined by an underscore."""
-    words = OPEN_LOWER[BAND[0]:BAND[1]]
-    w = _draw(rng, words, _CUM_BAND)
-    return f"{w}_{_draw(rng, words, _CUM_BAND)}" if rng.random() < 0.12 else w
+    w = _draw(rng, BAND_WORDS, _CUM_BAND)
+    return f"{w}_{_draw(rng, BAND_WORDS, _CUM_BAND)}" if rng.random() < 0.12 else w
 
 
 def pseudo_word(rng) -> str:
