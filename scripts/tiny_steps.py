@@ -32,7 +32,7 @@ import numpy as np
 
 from convsynth.turns import MTPB_PREAMBLE
 
-GENERATOR_VERSION = 6
+GENERATOR_VERSION = 7
 PREAMBLE = MTPB_PREAMBLE  # the layout a Session writes
 
 NOUNS = ("numbers nums values data items scores counts prices ages temps grades points marks totals sizes weights "
@@ -643,6 +643,13 @@ op("array", ["Take the square root of every element of {S}", "Compute np.sqrt of
    reject=lambda v: bool((v < 0).any()))
 
 
+# v7: small counts and factors are sometimes spoken as words ("the first three items", "multiply by four"), as
+# people write them; the code keeps the digit. No earlier version wrote a number in words, and phase 8 answered
+# such steps with an index (`letters[0]` for the first three items).
+NUMBER_WORDS = "zero one two three four five six seven eight nine ten".split()
+NUMBER_WORD_P = 0.3
+
+
 def pick_k(rng, spec, v):
     """A parameter for an operation, as (text in the instruction, code, value), or None when none fits."""
     if spec is None:
@@ -689,6 +696,8 @@ def pick_k(rng, spec, v):
         return f"{q}{key}{q}", f"{q}{key}{q}", f"{q}{key}{q}"
     else:
         raise ValueError(spec)
+    if spec in ("small", "len") and k <= 10 and rng.random() < NUMBER_WORD_P:
+        return NUMBER_WORDS[k], str(k), k
     return str(k), str(k), k
 
 

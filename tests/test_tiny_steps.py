@@ -24,6 +24,16 @@ def test_generated_programs_print_what_the_generator_computed():
         assert all(text[a:b].strip() and not text[a:b].lstrip().startswith("#") for a, b in spans)
 
 
+def test_small_counts_are_sometimes_spoken_as_words():
+    """v7: "the first three items" in the instruction, the digit in the code (and the program still verifies)."""
+    rng, spoken = random.Random(5), []
+    for _ in range(3000):
+        r = TS.pick_k(rng, "len", [1, 2, 3, 4, 5, 6])
+        spoken += [r] if not r[0].isdigit() else []
+    assert 0.2 < len(spoken) / 3000 < 0.4
+    assert all(TS.NUMBER_WORDS[value] == text and code == str(value) for text, code, value in spoken)
+
+
 def test_verification_rejects_a_wrong_program():
     """The check that keeps wrong programs out of training can fail: a program whose code does not do what its
     instruction says prints something else than the generator computed."""
