@@ -341,6 +341,7 @@ def train(args) -> None:
         return torch.from_numpy(in_map[w[:, :-1]]), torch.from_numpy(y)
 
     def loss_fn(x, y):
+        x, y = x.to(dev), y.to(dev)  # batches are built on the CPU (numpy); every loss goes through here
         if args.bf16:
             with torch.autocast(dev.type, dtype=torch.bfloat16):
                 logits = model(x, y)
@@ -356,7 +357,7 @@ def train(args) -> None:
         tot = 0.0
         for _ in range(n_batches):
             x, y = batch(arr, r, 8)
-            tot += loss_fn(x.to(dev), y.to(dev)).item()
+            tot += loss_fn(x, y).item()
         model.train()
         return tot / n_batches
 
@@ -370,7 +371,7 @@ def train(args) -> None:
         tot = 0.0
         for i in range(0, len(st), 16):
             x, y = steps_batch(None, None, steps_held, steps_held_mask, st[i:i + 16])
-            tot += loss_fn(x.to(dev), y.to(dev)).item()
+            tot += loss_fn(x, y).item()
         model.train()
         return tot / len(range(0, len(st), 16))
 
@@ -429,7 +430,7 @@ def train(args) -> None:
         if n_steps:
             parts.append(steps_batch(gen, n_steps))
         x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-        loss = loss_fn(x.to(dev), y.to(dev))
+        loss = loss_fn(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
