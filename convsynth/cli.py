@@ -182,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        # Everything after `bench` is benchmarks/run.py's: argparse's REMAINDER would refuse a first flag
+        # (`bench --quick`), so the split happens here; the subparser stays for `convsynth --help`.
+        rest = argv[1:]
+        return cmd_bench(argparse.Namespace(rest=rest[1:] if rest[:1] == ["--"] else rest))
     args = build_parser().parse_args(argv)
     from .errors import ConvsynthError
     try:

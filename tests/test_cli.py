@@ -103,3 +103,18 @@ def test_mtpb_resumes_past_a_cut_line_and_survives_a_problem_too_long(tmp_path, 
         warnings.simplefilter("always")
         assert len(mtpb.read_samples(out)) == 3
     assert all("line 2 is damaged" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("args", [("bench", "--help"), ("bench", "--", "--help")])
+def test_bench_hands_its_flags_to_the_benchmark_suite(args):
+    """`convsynth bench --quick` once failed in convsynth's own parser: the flags after `bench` belong to
+    benchmarks/run.py, whose help (not convsynth's) answers here."""
+    out = cli(*args, timeout=120)
+    text = out.stdout.decode()
+    assert out.returncode == 0, out.stderr.decode()
+    assert "--quick" in text and "--no-peers" in text, text
+
+
+def test_bench_refuses_a_flag_the_suite_does_not_know():
+    out = cli("bench", "--no-such-flag", timeout=120)
+    assert out.returncode == 2 and "--no-such-flag" in out.stderr.decode()
