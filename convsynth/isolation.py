@@ -161,10 +161,12 @@ class Isolation:
                 args += ["--symlink", os.readlink(path), path]
             elif os.path.isdir(path):
                 args += ["--ro-bind", path, path]
-        for path in _python_paths():
+        python_paths = _python_paths()
+        for path in python_paths:
             args += ["--ro-bind-try", path, path]
         for path in (private, workdir):
             args += ["--bind", path, path]
+        args += _cover_home_secrets(workdir, python_paths)
         # ipykernel would watch JPY_PARENT_PID, a pid of another namespace, and see its parent as gone (pid 1):
         # --die-with-parent does that job here.
         args += ["--chdir", workdir, "--unsetenv", "JPY_PARENT_PID"]
@@ -260,6 +262,37 @@ def _python_paths() -> list[str]:
     home = os.path.realpath(os.path.expanduser("~"))
     # Never the home folder or a folder holding it (an odd sys.path entry must not reveal the whole home).
     return sorted(p for p in paths if os.path.exists(p) and not (home + os.sep).startswith(p.rstrip(os.sep) + os.sep))
+
+
+def _cover_home_secrets(workdir: str, python_paths: list[str]) -> list[str]:
+    """bwrap arguments for a working directory that holds the home folder (a notebook in ~ with the default
+    cwd="."): the home folder's hidden entries (~/.ssh, ~/.aws, ~/.config, ~/.netrc, shell history, ...) are
+    covered, folders by an empty tmpfs and files by /dev/null, so the mounted tree does not hand them over. Import
+    paths inside a covered folder (a user site-packages) are bound again, read-only. Nothing when it does not."""
+    home, work = os.path.realpath(os.path.expanduser("~")), os.path.realpath(workdir)
+    if not os.path.isdir(home) or not (home + os.sep).startswith(work.rstrip(os.sep) + os.sep):
+        return []
+
+    def inside(real: str) -> str:  # where a real path under `work` appears in the sandbox (mounted at workdir)
+        return os.path.normpath(os.path.join(workdir, os.path.relpath(real, work)))
+
+    args, covered = [], []
+    for name in sorted(os.listdir(home)):
+        if not name.startswith("."):
+            continue
+        real = os.path.realpath(os.path.join(home, name))  # a symlinked dotfile: cover what it points to
+        if not (real + os.sep).startswith(work.rstrip(os.sep) + os.sep) or real in covered:
+            continue  # outside the mounted tree: not there to read anyway
+        if os.path.isdir(real):
+            args += ["--tmpfs", inside(real)]
+            covered.append(real)
+        elif os.path.exists(real):
+            args += ["--ro-bind", "/dev/null", inside(real)]
+    for path in python_paths:
+        real = os.path.realpath(path)
+        if any((real + os.sep).startswith(c + os.sep) for c in covered):
+            args += ["--ro-bind-try", path, inside(real)]
+    return args
 
 
 def tree_usage(pid: int, each: bool = False):

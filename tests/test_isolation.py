@@ -95,6 +95,45 @@ def test_cannot_read_credentials_in_home(tmp_path, monkeypatch):
 
 
 @needs_isolation
+def test_a_session_in_the_home_folder_does_not_hand_over_its_secrets(tmp_path, monkeypatch):
+    """A notebook in ~ runs its session with cwd="." = ~, which the sandbox mounts whole: the hidden entries of home
+    are covered (empty folders; files that cannot be opened), the rest of home stays readable and writable, and the real secrets are untouched."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("SECRET-KEY")
+    (home / ".netrc").write_text("password SECRET-NETRC")
+    (home / "dotfiles").mkdir()
+    (home / "dotfiles" / "aws").write_text("SECRET-LINKED")
+    (home / ".aws").symlink_to(home / "dotfiles")  # a symlinked dot-folder: what it points to is covered
+    (home / "notes.txt").write_text("my notes")
+    monkeypatch.setenv("HOME", str(home))
+    with Sandbox(cwd=str(home)) as box:
+        r = step(box, """
+            import os
+            found = []
+            for path in (".ssh/id_ed25519", ".netrc", ".aws/aws", "dotfiles/aws", "notes.txt"):
+                try:
+                    found.append(open(path).read())
+                except OSError as e:
+                    found.append(type(e).__name__)
+            open(".ssh/id_ed25519", "w").write("overwritten?")
+            open("made-here.txt", "w").write("written")
+            print(found)
+        """)
+        assert r.ok, r.error
+        assert "SECRET" not in r.stdout, r.stdout
+        assert r.stdout.strip() == "['FileNotFoundError', 'PermissionError', 'FileNotFoundError', 'FileNotFoundError', 'my notes']"
+    # the covers were empty stand-ins: the real files are as they were, and the ordinary write went through
+    assert (home / ".ssh" / "id_ed25519").read_text() == "SECRET-KEY"
+    assert (home / ".netrc").read_text() == "password SECRET-NETRC"
+    assert (home / "made-here.txt").read_text() == "written"
+    # control: a working directory that does not hold home is mounted as it is (dot entries included)
+    with Sandbox(cwd=str(home / "dotfiles")) as box:
+        r = step(box, "print(open('aws').read())")
+        assert r.ok and r.stdout == "SECRET-LINKED\n", (r.error, r.stdout)
+
+
+@needs_isolation
 def test_cannot_connect_to_a_listener_on_localhost():
     server = socket.create_server(("127.0.0.1", 0))
     port, accepted = server.getsockname()[1], []
