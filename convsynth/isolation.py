@@ -164,9 +164,9 @@ class Isolation:
         python_paths = _python_paths()
         for path in python_paths:
             args += ["--ro-bind-try", path, path]
-        for path in (private, workdir):
-            args += ["--bind", path, path]
-        args += _cover_home_secrets(workdir, python_paths)
+        args += ["--bind", workdir, workdir]
+        args += _guard_home(workdir, python_paths)
+        args += ["--bind", private, private]  # after the guard: a TMPDIR inside a covered ~/.cache stays reachable
         # ipykernel would watch JPY_PARENT_PID, a pid of another namespace, and see its parent as gone (pid 1):
         # --die-with-parent does that job here.
         args += ["--chdir", workdir, "--unsetenv", "JPY_PARENT_PID"]
@@ -264,33 +264,59 @@ def _python_paths() -> list[str]:
     return sorted(p for p in paths if os.path.exists(p) and not (home + os.sep).startswith(p.rstrip(os.sep) + os.sep))
 
 
-def _cover_home_secrets(workdir: str, python_paths: list[str]) -> list[str]:
+def _homes() -> set[str]:
+    """The home folder by $HOME and by the account database (they differ under `sudo -E` and in services)."""
+    homes = {os.path.expanduser("~")}
+    try:
+        import pwd
+        homes.add(pwd.getpwuid(os.getuid()).pw_dir)
+    except (ImportError, KeyError):
+        pass
+    return {os.path.realpath(h) for h in homes if h and os.path.isabs(h) and os.path.realpath(h) != "/"}
+
+
+def _within(path: str, folder: str) -> bool:
+    return (path + os.sep).startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _guard_home(workdir: str, python_paths: list[str]) -> list[str]:
     """bwrap arguments for a working directory that holds the home folder (a notebook in ~ with the default
-    cwd="."): the home folder's hidden entries (~/.ssh, ~/.aws, ~/.config, ~/.netrc, shell history, ...) are
-    covered, folders by an empty tmpfs and files by /dev/null, so the mounted tree does not hand them over. Import
-    paths inside a covered folder (a user site-packages) are bound again, read-only. Nothing when it does not."""
-    home, work = os.path.realpath(os.path.expanduser("~")), os.path.realpath(workdir)
-    if not os.path.isdir(home) or not (home + os.sep).startswith(work.rstrip(os.sep) + os.sep):
-        return []
+    cwd="."), which would otherwise be mounted whole and writable. Then the home folder itself is read-only (no new
+    ~/.bash_profile, usercustomize.py or ~/.ssh/authorized_keys), its visible subfolders stay writable, and its
+    hidden entries (~/.ssh, ~/.aws, ~/.config, ~/.netrc, shell history; what a hidden symlink points to) are covered:
+    folders by an empty 1 MiB tmpfs (what is written there stays in memory), files by /dev/null. Import paths
+    inside a covered folder (a user site-packages, pyenv) are bound again, read-only. Nothing when the working
+    directory does not hold home."""
+    work = os.path.realpath(workdir)
 
     def inside(real: str) -> str:  # where a real path under `work` appears in the sandbox (mounted at workdir)
         return os.path.normpath(os.path.join(workdir, os.path.relpath(real, work)))
 
     args, covered = [], []
-    for name in sorted(os.listdir(home)):
-        if not name.startswith("."):
-            continue
-        real = os.path.realpath(os.path.join(home, name))  # a symlinked dotfile: cover what it points to
-        if not (real + os.sep).startswith(work.rstrip(os.sep) + os.sep) or real in covered:
-            continue  # outside the mounted tree: not there to read anyway
-        if os.path.isdir(real):
-            args += ["--tmpfs", inside(real)]
-            covered.append(real)
-        elif os.path.exists(real):
-            args += ["--ro-bind", "/dev/null", inside(real)]
+    for home in sorted(h for h in _homes() if _within(h, work) and os.path.isdir(h)):
+        if home != work:  # its own mount, so that it alone can be made read-only
+            args += ["--bind", home, inside(home)]
+        names = sorted(os.listdir(home))
+        for name in names:  # visible subfolders: writable as before
+            path = os.path.join(home, name)
+            if not name.startswith(".") and os.path.isdir(path) and not os.path.islink(path):
+                args += ["--bind", path, inside(path)]
+        args += ["--remount-ro", inside(home)]
+        for name in names:
+            if not name.startswith("."):
+                continue
+            real = os.path.realpath(os.path.join(home, name))
+            if not _within(real, work) or _within(home, real) or real in covered or not os.path.exists(real):
+                continue  # outside the mounted tree, home itself or above it (covered anyway), or dangling
+            if os.path.isdir(real):
+                # writable (mount points for a TMPDIR or an import path inside it), small, and in memory only
+                args += ["--size", str(2**20), "--tmpfs", inside(real)]
+                covered.append(real)
+            else:
+                args += ["--ro-bind", "/dev/null", inside(real)]
     for path in python_paths:
         real = os.path.realpath(path)
-        if any((real + os.sep).startswith(c + os.sep) for c in covered):
+        if any(_within(real, c) for c in covered):
             args += ["--ro-bind-try", path, inside(real)]
     return args
 

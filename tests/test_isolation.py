@@ -13,6 +13,7 @@ import time
 import warnings
 
 import pytest
+from pathlib import Path
 
 from convsynth import isolation
 from convsynth.isolation import MAX_FILE_SIZE, MAX_PROCESSES, Isolation, IsolationError, tree_usage
@@ -95,18 +96,38 @@ def test_cannot_read_credentials_in_home(tmp_path, monkeypatch):
 
 
 @needs_isolation
-def test_a_session_in_the_home_folder_does_not_hand_over_its_secrets(tmp_path, monkeypatch):
-    """A notebook in ~ runs its session with cwd="." = ~, which the sandbox mounts whole: the hidden entries of home
-    are covered (empty folders; files that cannot be opened), the rest of home stays readable and writable, and the real secrets are untouched."""
-    home = tmp_path / "home"
+def test_a_session_in_the_home_folder_does_not_hand_over_its_secrets(monkeypatch):
+    """A notebook in ~ runs its session with cwd="." = ~, which the sandbox would mount whole and writable. The
+    hidden entries of home are covered, home itself is read-only (no new ~/.bash_profile), its visible folders stay
+    readable and writable, an import path inside a covered folder and a TMPDIR inside one still work, and the real
+    secrets are untouched."""
+    import shutil
+    import tempfile
+    home = Path(tempfile.mkdtemp(prefix="cs-home-"))  # short: the kernel's IPC socket paths live under TMPDIR
+    try:
+        _home_guard_checks(home, monkeypatch)
+    finally:
+        shutil.rmtree(home)
+
+
+def _home_guard_checks(home, monkeypatch):
+    import tempfile
     (home / ".ssh").mkdir(parents=True)
     (home / ".ssh" / "id_ed25519").write_text("SECRET-KEY")
     (home / ".netrc").write_text("password SECRET-NETRC")
     (home / "dotfiles").mkdir()
     (home / "dotfiles" / "aws").write_text("SECRET-LINKED")
     (home / ".aws").symlink_to(home / "dotfiles")  # a symlinked dot-folder: what it points to is covered
+    (home / ".self").symlink_to(home)              # a hidden link to home itself must not hide the working directory
     (home / "notes.txt").write_text("my notes")
+    (home / "proj").mkdir()
+    site = home / ".local" / "lib" / "site"        # a user site-packages on the import path
+    site.mkdir(parents=True)
+    (site / "homemod_xyz.py").write_text("VALUE = 'imported from ~/.local'\n")
+    (home / ".cache" / "t").mkdir(parents=True)    # TMPDIR under home, as on many clusters
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    monkeypatch.setattr(tempfile, "tempdir", str(home / ".cache" / "t"))
     with Sandbox(cwd=str(home)) as box:
         r = step(box, """
             import os
@@ -116,21 +137,34 @@ def test_a_session_in_the_home_folder_does_not_hand_over_its_secrets(tmp_path, m
                     found.append(open(path).read())
                 except OSError as e:
                     found.append(type(e).__name__)
-            open(".ssh/id_ed25519", "w").write("overwritten?")
-            open("made-here.txt", "w").write("written")
+            refused = []
+            for path in (".bash_profile", "made-here.txt", ".ssh/authorized_keys", ".local/lib/site/usercustomize.py"):
+                try:
+                    open(path, "w").write("planted")
+                except OSError as e:
+                    refused.append(e.errno)
+            open("proj/out.txt", "w").write("written")
+            import homemod_xyz
             print(found)
+            print(len(refused), homemod_xyz.VALUE)
         """)
         assert r.ok, r.error
-        assert "SECRET" not in r.stdout, r.stdout
-        assert r.stdout.strip() == "['FileNotFoundError', 'PermissionError', 'FileNotFoundError', 'FileNotFoundError', 'my notes']"
-    # the covers were empty stand-ins: the real files are as they were, and the ordinary write went through
+        found, refused = r.stdout.splitlines()
+        assert "SECRET" not in found and "password" not in found, found
+        assert found.startswith("['FileNotFoundError', ") and found.endswith(
+            ", 'FileNotFoundError', 'FileNotFoundError', 'my notes']"), found
+        assert refused == "3 imported from ~/.local", refused  # .ssh/authorized_keys went to the cover, in memory
+    # the covers were stand-ins: the real files are as they were, nothing was planted, the folder write went through
     assert (home / ".ssh" / "id_ed25519").read_text() == "SECRET-KEY"
     assert (home / ".netrc").read_text() == "password SECRET-NETRC"
-    assert (home / "made-here.txt").read_text() == "written"
-    # control: a working directory that does not hold home is mounted as it is (dot entries included)
+    assert not any((home / p).exists() for p in (".bash_profile", "made-here.txt", ".ssh/authorized_keys"))
+    assert sorted(p.name for p in site.iterdir()) == ["homemod_xyz.py"]
+    assert (home / "proj" / "out.txt").read_text() == "written"
+    # control: a working directory that does not hold home is mounted as it is (dot entries included, writable)
     with Sandbox(cwd=str(home / "dotfiles")) as box:
-        r = step(box, "print(open('aws').read())")
+        r = step(box, "print(open('aws').read()); open('.hidden', 'w').write('ok')")
         assert r.ok and r.stdout == "SECRET-LINKED\n", (r.error, r.stdout)
+    assert (home / "dotfiles" / ".hidden").read_text() == "ok"
 
 
 @needs_isolation
