@@ -267,6 +267,18 @@ def train(args) -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     CONFIG["n_layer"] = args.layers
+    if args.width is not None:  # a new body shape (from scratch: --init-from keeps the exported model's shape)
+        if args.init_from or args.resume:
+            raise SystemExit("--width starts a model from scratch; leave out --init-from/--resume, or --width")
+        head = args.width // args.heads
+        if args.heads % 4 or args.width % args.heads or head % 2 or args.rotary > head or args.rotary % 2:
+            # CodeGen's fused qkv_proj is laid out in 4 chunks of whole heads (mp_num = 4)
+            raise SystemExit(f"--width {args.width} --heads {args.heads} --rotary {args.rotary}: heads a multiple "
+                             "of 4, an even head size (width / heads) and an even --rotary no larger than it")
+        CONFIG.update(n_embd=args.width, n_head=args.heads, rotary_dim=args.rotary)
+    elif args.init_from:  # the exported model's shape, whatever this script's defaults are
+        shape = json.loads((Path(args.init_from) / "config.json").read_text())
+        CONFIG.update({k: shape[k] for k in ("n_embd", "n_head", "rotary_dim")})
     config = CodeGenConfig(**CONFIG)
     code = np.load(work / "train_code.npy").astype(np.int64)
     struct = np.load(work / "train_struct.npy").astype(np.int64)
@@ -522,6 +534,10 @@ def main():
     p.add_argument("--n-steps-programs", type=int, default=150000, help="programs made by stage `steps`")
     p.add_argument("--layers", type=int, default=6, help="transformer layers (more than the --init-from model's: "
                    "the body grows, new layers start as identities)")
+    p.add_argument("--width", type=int, default=None, help="n_embd of a model started from scratch (default: 160, "
+                   "or the --init-from model's); 256 keeps the fp16 weights under 80 MB")
+    p.add_argument("--heads", type=int, default=4, help="attention heads, with --width")
+    p.add_argument("--rotary", type=int, default=16, help="rotary dimensions per head, with --width")
     p.add_argument("--resume", action="store_true", help="start from ckpt/last.pt (a later training phase)")
     p.add_argument("--init-from", default=None, metavar="MODEL_DIR",
                    help="start a later phase from an exported model directory and its train_info.json")
