@@ -6,7 +6,9 @@
 #                                                # with the working tree, which is ~46 MB)
 #   run(command="bash scripts/gpu_train_tiny.sh train", carry=[".gpu-carry"], timeout_s=580)
 #                                                # there: step programs, training, a compact fp16 checkpoint in
-#                                                # $OUT in parts of 15 MiB (8 files and 64 MiB come back at most)
+#                                                # $OUT in 15 MiB parts at every save (8 files and
+#                                                # 64 MiB come back at most): a run cut short
+#                                                # still returns its last save
 #   bash scripts/gpu_train_tiny.sh unpack FILES_AT WORK   # here: rejoin into WORK/ckpt, then
 #   bash scripts/ship_tiny.sh NAME WORK          # export and score it as any other phase
 #
@@ -35,44 +37,48 @@ train)
   DEVICE="${DEVICE:-cuda}"
   work=/tmp/tiny-gpu
   mkdir -p "$work" "$OUT"
+  deadline=$((SECONDS + ${BUDGET_S:-540}))  # keep under the call's timeout_s: training gets what is left
   exec > >(tee "$OUT/train.log") 2>&1
+  tee_pid=$!
+  trap 'exec >&- 2>&-; wait $tee_pid' EXIT  # the log's last lines (a traceback) must reach $OUT too
   export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=true
   "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
-  for a in $ARRAYS; do xz -d -c ".gpu-carry/$a.npy.xz" > "$work/$a.npy"; done
+  "$PY" - "$work" $ARRAYS <<'EOF'
+import lzma, shutil, sys  # Python's lzma: the device image need not have the xz program
+for a in sys.argv[2:]:
+    with lzma.open(f".gpu-carry/{a}.npy.xz") as src, open(f"{sys.argv[1]}/{a}.npy", "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+EOF
   cp .gpu-carry/data_stats.json "$work/"
   seed="${SEED:-1401}"
   "$PY" scripts/train_tiny.py steps --work "$work" --seed "$seed" --n-steps-programs "${PROGRAMS:-200000}"
-  common=(--work "$work" --device "$DEVICE" --bf16 --batch "${BATCH:-256}" --minutes "${MINUTES:-6}"
-          --seed "$seed" --steps-frac 0.6875 --drill-frac 0.125 --struct-frac 0 --eval-every 200
-          --save-minutes 2 --threads "${THREADS:-8}")
+  cp "$work/steps_stats.json" "$OUT/"
+  # MINUTES, or less if the step programs took long: 60 s stay for the final evaluation and the last save
+  minutes=$(awk -v left=$((deadline - SECONDS - 60)) -v m="${MINUTES:-6}" \
+    'BEGIN { x = left / 60; if (x < 0.5) x = 0.5; if (x > m) x = m; print x }')
+  echo "training for $minutes minutes"
+  common=(--work "$work" --device "$DEVICE" --bf16 --batch "${BATCH:-256}" --minutes "$minutes"
+          --seed "$seed" --steps-frac 0.6875 --drill-frac 0.125 --struct-frac 0 --eval-every 1000
+          --save-minutes 1.5 --parts-out "$OUT" --threads "${THREADS:-8}")
   if [ -z "${WIDTH:-}" ]; then
     "$PY" scripts/train_tiny.py train "${common[@]}" --init-from convsynth/models/convsynth-tiny --layers 12 \
       --lr "${LR:-6e-4}" --warmup "${WARMUP:-50}" \
-      --note "GPU phase: the packaged model, then ${MINUTES:-6} minutes on a lent GPU, batch ${BATCH:-256}."
+      --note "GPU phase: the packaged model, then $minutes minutes on a lent GPU, batch ${BATCH:-256}."
   else
     "$PY" scripts/train_tiny.py train "${common[@]}" --width "$WIDTH" --layers "${LAYERS:-12}" \
       --heads "${HEADS:-4}" --lr "${LR:-2e-3}" --warmup "${WARMUP:-300}" \
-      --note "From scratch at width $WIDTH on a lent GPU, ${MINUTES:-6} minutes, batch ${BATCH:-256}."
+      --note "From scratch at width $WIDTH on a lent GPU, $minutes minutes, batch ${BATCH:-256}."
   fi
-  # The compact checkpoint (active rows only) in fp16, which is what the export writes anyway, in parts.
-  "$PY" - "$work" "$OUT" <<'EOF'
-import shutil, sys, torch
-from pathlib import Path
-work, out = Path(sys.argv[1]), Path(sys.argv[2])
-ck = torch.load(work / "ckpt" / "last.pt", weights_only=False)
-ck["model"] = {k: v.half() for k, v in ck["model"].items()}
-torch.save(ck, work / "last-fp16.pt")
-shutil.copy(work / "ckpt" / "vocab.json", out / "vocab.json")
-shutil.copy(work / "steps_stats.json", out / "steps_stats.json")
-EOF
-  split -b 15M -d "$work/last-fp16.pt" "$OUT/last-fp16.pt.part"
+  # every save wrote the compact checkpoint (active rows only) in fp16 parts into $OUT (--parts-out)
+  total=$(cat "$OUT"/last-fp16.pt.part* | wc -c)
+  [ "$total" -lt 62000000 ] || echo "the checkpoint is $total bytes: over what a device call brings back" >&2
   ls -la "$OUT"
   ;;
 unpack)
   from="${2:?FILES_AT: where the files of the device call came back}"
   work="${3:?WORK: a work folder for this phase}"
   mkdir -p "$work/ckpt"
-  cat "$from"/last-fp16.pt.part* > "$work/ckpt/last-fp16.pt"
+  cat "$from"/last-fp16.pt.part* > "$work/ckpt/last-fp16.pt"  # part00, part01, ... in order
   cp "$from/vocab.json" "$work/ckpt/vocab.json"
   cp "$from/steps_stats.json" "$work/steps_stats.json"
   "${PYTHON:-.venv/bin/python}" - "$work" <<'EOF'

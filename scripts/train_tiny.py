@@ -332,7 +332,7 @@ def train(args) -> None:
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith("wte")]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() == 2 and not n.startswith("wte"))]
     opt = torch.optim.AdamW([dict(params=decay, weight_decay=args.wd), dict(params=no_decay, weight_decay=0.0)],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8, fused=dev.type == "cuda")
     T, B = args.ctx, args.batch
     gen = np.random.default_rng(args.seed)
 
@@ -416,9 +416,22 @@ def train(args) -> None:
         this = dict(step=step, seconds=round(time.time() - t_start), args=vars(args), history=history)
         if args.note:
             this["note"] = args.note
-        torch.save(dict(model={k: v.cpu() for k, v in model.state_dict().items()}, step=step + sum(p["step"] for p in phases),
-                        history=history, seconds=time.time() - t_start + sum(p["seconds"] for p in phases),
-                        phases=phases + [this]), ckpt_dir / f"{tag}.pt")
+        ck = dict(model={k: v.cpu() for k, v in model.state_dict().items()}, step=step + sum(p["step"] for p in phases),
+                  history=history, seconds=time.time() - t_start + sum(p["seconds"] for p in phases),
+                  phases=phases + [this])
+        torch.save(ck, ckpt_dir / f"{tag}.pt")
+        if args.parts_out:  # a device call returns small files only, and a killed run still returns its last save
+            import io
+            buf = io.BytesIO()
+            torch.save(dict(ck, model={k: v.half() for k, v in ck["model"].items()}), buf)  # export writes fp16
+            data, n = buf.getvalue(), 15 * 2**20
+            parts = Path(args.parts_out)
+            parts.mkdir(parents=True, exist_ok=True)
+            for old in parts.glob(f"{tag}-fp16.pt.part*"):
+                old.unlink()
+            for i in range(0, len(data), n):
+                (parts / f"{tag}-fp16.pt.part{i // n:02d}").write_bytes(data[i:i + n])
+            shutil.copy(ckpt_dir / "vocab.json", parts / "vocab.json")
 
     while True:
         if step == warmup:
@@ -549,6 +562,8 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--save-minutes", type=float, default=5.0)
+    p.add_argument("--parts-out", default=None, metavar="DIR", help="also write each save as an fp16 checkpoint in "
+                   "15 MiB parts here, with vocab.json (what a device call can bring back; gpu_train_tiny.sh)")
     args = p.parse_args()
     if args.stage in ("data", "all"):
         build_data(Path(args.work), args.seed)
