@@ -131,6 +131,16 @@ class Isolation:
             warnings.warn(f"convsynth: the sandbox runs WITHOUT isolation: {how}. Generated code can read your "
                           "files and use the network; isolation='strict' refuses instead.", stacklevel=3)
 
+    def warn_if_home(self, workdir: str) -> None:
+        """Say, when the sandbox is made, that an isolated working directory holding the home folder exposes the
+        user's visible files there (the kernel starts later, maybe in a thread, where a warning is easily lost)."""
+        work = os.path.realpath(workdir)
+        if self.active and any(_within(h, work) for h in _homes()):
+            warnings.warn(f"convsynth: the sandbox's working directory {workdir} holds your home folder: its hidden "
+                          "files (~/.ssh, ~/.aws, ...) are covered and ~ itself is read-only, but the model's code "
+                          "can read and change your other files there; pass cwd='a/project/folder' or cwd=None.",
+                          stacklevel=3)
+
     def describe(self) -> str:
         """One short line: what confines the kernel."""
         return describe(self.mode, self.network)

@@ -268,6 +268,7 @@ class Sandbox:
         self._root = tempfile.mkdtemp(prefix="convsynth-sandbox-")  # connection files, log, workdir
         self._workdir = os.path.abspath(cwd) if cwd else os.path.join(self._root, "work")
         os.makedirs(self._workdir, exist_ok=True)
+        self.isolation.warn_if_home(self._workdir)
         # The inline backend turns figures into image/png outputs instead of opening windows.
         self._env = self.isolation.env(os.environ, {**(env or {}), "MPLBACKEND":
                                                     "module://matplotlib_inline.backend_inline"}, home="/tmp")

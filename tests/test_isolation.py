@@ -128,7 +128,9 @@ def _home_guard_checks(home, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("PYTHONPATH", str(site))
     monkeypatch.setattr(tempfile, "tempdir", str(home / ".cache" / "t"))
-    with Sandbox(cwd=str(home)) as box:
+    with pytest.warns(UserWarning, match="holds your home folder"):  # said once, with what to do
+        box = Sandbox(cwd=str(home))
+    with box:
         r = step(box, """
             import os
             found = []
@@ -161,7 +163,11 @@ def _home_guard_checks(home, monkeypatch):
     assert sorted(p.name for p in site.iterdir()) == ["homemod_xyz.py"]
     assert (home / "proj" / "out.txt").read_text() == "written"
     # control: a working directory that does not hold home is mounted as it is (dot entries included, writable)
-    with Sandbox(cwd=str(home / "dotfiles")) as box:
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        box = Sandbox(cwd=str(home / "dotfiles"))
+    assert not [w for w in said if "home folder" in str(w.message)]
+    with box:
         r = step(box, "print(open('aws').read()); open('.hidden', 'w').write('ok')")
         assert r.ok and r.stdout == "SECRET-LINKED\n", (r.error, r.stdout)
     assert (home / "dotfiles" / ".hidden").read_text() == "ok"
