@@ -134,8 +134,7 @@ class Isolation:
     def warn_if_home(self, workdir: str) -> None:
         """Say, when the sandbox is made, that an isolated working directory holding the home folder exposes the
         user's visible files there (the kernel starts later, maybe in a thread, where a warning is easily lost)."""
-        work = os.path.realpath(workdir)
-        if self.active and any(_within(h, work) for h in _homes()):
+        if self.active and _homes_in(workdir):
             warnings.warn(f"convsynth: the sandbox's working directory {workdir} holds your home folder: its hidden "
                           "files (~/.ssh, ~/.aws, ...) are covered and ~ itself is read-only, but the model's code "
                           "can read and change your other files there; pass cwd='a/project/folder' or cwd=None.",
@@ -271,7 +270,7 @@ def _python_paths() -> list[str]:
     paths.update([os.path.realpath(p) for p in paths])
     home = os.path.realpath(os.path.expanduser("~"))
     # Never the home folder or a folder holding it (an odd sys.path entry must not reveal the whole home).
-    return sorted(p for p in paths if os.path.exists(p) and not (home + os.sep).startswith(p.rstrip(os.sep) + os.sep))
+    return sorted(p for p in paths if os.path.exists(p) and not _within(home, p))
 
 
 def _homes() -> set[str]:
@@ -289,6 +288,12 @@ def _within(path: str, folder: str) -> bool:
     return (path + os.sep).startswith(folder.rstrip(os.sep) + os.sep)
 
 
+def _homes_in(workdir: str) -> list[str]:
+    """The home folders (see _homes) that lie inside `workdir`, or are it."""
+    work = os.path.realpath(workdir)
+    return sorted(h for h in _homes() if _within(h, work) and os.path.isdir(h))
+
+
 def _guard_home(workdir: str, python_paths: list[str]) -> list[str]:
     """bwrap arguments for a working directory that holds the home folder (a notebook in ~ with the default
     cwd="."), which would otherwise be mounted whole and writable. Then the home folder itself is read-only (no new
@@ -303,7 +308,7 @@ def _guard_home(workdir: str, python_paths: list[str]) -> list[str]:
         return os.path.normpath(os.path.join(workdir, os.path.relpath(real, work)))
 
     args, covered = [], []
-    for home in sorted(h for h in _homes() if _within(h, work) and os.path.isdir(h)):
+    for home in _homes_in(workdir):
         if home != work:  # its own mount, so that it alone can be made read-only
             args += ["--bind", home, inside(home)]
         names = sorted(os.listdir(home))
