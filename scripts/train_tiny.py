@@ -276,8 +276,9 @@ def train(args) -> None:
             raise SystemExit(f"--width {args.width} --heads {args.heads} --rotary {args.rotary}: heads a multiple "
                              "of 4, an even head size (width / heads) and an even --rotary no larger than it")
         CONFIG.update(n_embd=args.width, n_head=args.heads, rotary_dim=args.rotary)
-    elif args.init_from:  # the exported model's shape, whatever this script's defaults are
-        shape = json.loads((Path(args.init_from) / "config.json").read_text())
+    elif args.init_from or args.resume:  # the shape of the weights this phase starts from, not the defaults
+        shape = (json.loads((Path(args.init_from) / "config.json").read_text()) if args.init_from
+                 else json.loads((work / "ckpt" / "vocab.json").read_text())["config"])
         CONFIG.update({k: shape[k] for k in ("n_embd", "n_head", "rotary_dim")})
     config = CodeGenConfig(**CONFIG)
     code = np.load(work / "train_code.npy").astype(np.int64)

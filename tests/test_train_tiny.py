@@ -39,6 +39,10 @@ def test_a_new_width_trains_from_scratch_and_loads_through_convsynth(corpus):
                    "--eval-every", "100", "--threads", "1", "--seed", "7")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "FINAL step 2" in r.stdout
+    # a later phase resumes with the shape of the weights it resumes, not the script's default width
+    r = train_tiny("train", "--work", str(work), "--resume", "--layers", "2", "--steps", "1", "--warmup", "1",
+                   "--ctx", "32", "--batch", "4", "--min-count", "1", "--eval-every", "100", "--threads", "1")
+    assert r.returncode == 0 and "resumed from step 2" in r.stdout, r.stderr[-2000:]
     r = train_tiny("export", "--work", str(work), "--out", str(work / "export"))
     assert r.returncode == 0, r.stderr[-2000:]
     cg = convsynth.load(str(work / "export"))
