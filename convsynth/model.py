@@ -44,25 +44,30 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
 
     def forward(self, x, cos, sin, cache: KVCache | None, mask):
-        B, T, C = x.shape
+        return self.out_proj(self.core(self.qkv_proj(x), cos, sin, cache, mask, x.dtype))
+
+    def core(self, qkv, cos, sin, cache: KVCache | None, mask, dtype: torch.dtype):
+        """The attention between the two products: qkv_proj's output (B, T, 3C) -> the heads' output (B, T, C)
+        that out_proj takes, in ``dtype`` (the block input's: under autocast the product's may differ). ``qkv``
+        may be a slice of a wider product (a fused block's; its last dim contiguous)."""
+        B, T, C = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
         H, D = self.n_head, self.head_dim
-        qkv = self.qkv_proj(x).view(B, T, MP_NUM, 3, C // MP_NUM)  # chunk c holds heads c*H/4.. as [q | v | k]
+        qkv = qkv.view(B, T, MP_NUM, 3, C // MP_NUM)               # chunk c holds heads c*H/4.. as [q | v | k]
         q, v, k = qkv.unbind(3)                                     # each (B, T, 4, C/4)
         q = apply_rotary(q.reshape(B, T, H, D), cos, sin, self.rotary_dim)  # (B, T, H, D) fp32
         k = apply_rotary(k.reshape(B, T, H, D), cos, sin, self.rotary_dim)
         v = v.reshape(B, T, H, D)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2).to(x.dtype), v.transpose(1, 2)  # (B, H, T, D)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2).to(dtype), v.transpose(1, 2)  # (B, H, T, D)
         if cache is not None:
             k, v = cache.append(self.layer, k, v)                   # (B, H, L+T, D)
-        if x.dtype != torch.float32 and x.device.type == "cpu":
+        if dtype != torch.float32 and qkv.device.type == "cpu":
             # CPU half-precision attention kernels lose accuracy; the reference keeps scores in fp32 too.
             y = F.scaled_dot_product_attention(q, k.float(), v.float(), attn_mask=mask,
                                                is_causal=mask is None and T > 1)
         else:
             y = F.scaled_dot_product_attention(q.to(v.dtype), k, v, attn_mask=mask,
                                                is_causal=mask is None and T > 1)
-        y = y.to(x.dtype).transpose(1, 2).reshape(B, T, C)           # (B, T, C)
-        return self.out_proj(y)
+        return y.to(dtype).transpose(1, 2).reshape(B, T, C)          # (B, T, C)
 
 
 class MLP(nn.Module):
@@ -73,10 +78,19 @@ class MLP(nn.Module):
         self.approximate = "none" if config.activation_function == "gelu" else "tanh"
 
     def forward(self, x):
-        return self.fc_out(F.gelu(self.fc_in(x), approximate=self.approximate))
+        return self.fc_out(self.act(self.fc_in(x)))
+
+    def act(self, u):
+        return F.gelu(u, approximate=self.approximate)
 
 
 class Block(nn.Module):
+    # A fused form of the block's four products (onednn.py, quant.py), or None. Both branches read the same h, so
+    # qkv_proj and fc_in can run as one product, and out_proj and fc_out as one on [attention | MLP] (fewer,
+    # larger matrix-vector products stream the weights faster at decode). It has ``ready(block, h)`` (can it
+    # serve this call), ``up(h)`` -> [qkv | fc_in] and ``down(block, y, m)`` -> out_proj(y) + fc_out(m).
+    fused = None
+
     def __init__(self, config: CodeGenConfig, layer: int):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
@@ -85,6 +99,11 @@ class Block(nn.Module):
 
     def forward(self, x, cos, sin, cache, mask):
         h = self.ln_1(x)  # one LayerNorm feeds both branches (GPT-J parallel block)
+        f = self.fused
+        if f is not None and f.ready(self, h):
+            up = f.up(h)                                            # (B, T, 3C + inner): [qkv | fc_in]
+            qkv, u = up.split((3 * h.shape[-1], up.shape[-1] - 3 * h.shape[-1]), dim=-1)
+            return x + f.down(self, self.attn.core(qkv, cos, sin, cache, mask, h.dtype), self.mlp.act(u))
         return x + self.attn(h, cos, sin, cache, mask) + self.mlp(h)
 
 

@@ -108,6 +108,8 @@ class Int8Linear(nn.Module):
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
         if self.kernel == "fbgemm" and x.device.type == "cpu":
+            if self._packed is None:  # released while a FusedUp held this layer's product (packed again on use)
+                self.prepare("fbgemm")
             y = self._fbgemm(x2.float())
         elif self.kernel in ("weight_only", "fbgemm"):  # fbgemm is CPU-only: a layer moved to a GPU goes here
             y = self._weight_only(x2)
@@ -180,6 +182,7 @@ def choose_kernel(model) -> str:
             continue
         for m in layers:
             m.prepare(kernel)
+        _fuse(model, kernel)
         model.int8_note = f"int8 ({kernel})"
         if failed:
             model.int8_note += f" (after {'; '.join(failed)})"
@@ -187,6 +190,43 @@ def choose_kernel(model) -> str:
                           RuntimeWarning, stacklevel=3)
         return model.int8_note
     raise RuntimeError(f"no int8 kernel runs here ({'; '.join(failed)})")
+
+
+class FusedUp:
+    """``Block.fused`` for int8 weights on the fbgemm kernel: qkv_proj and fc_in, which both read h, as one
+    product. Per-channel weights and per-token activations make its result exactly the two products' (the same
+    int8 values and scales, exact int32 sums), from one activation quantization and one call; at decode that is
+    the faster form. out_proj and fc_out stay two products: one product over [attention | MLP] would quantize both
+    with one scale per token. The two layers' own packed products are released (packed again if they are used)."""
+
+    def __init__(self, block):
+        qkv, fc_in = block.attn.qkv_proj, block.mlp.fc_in
+        up = Int8Linear(qkv.in_features, qkv.out_features + fc_in.out_features, device="meta")
+        up.qweight = torch.cat([qkv.qweight, fc_in.qweight])                    # (3C + inner, C)
+        up.scale = torch.cat([qkv.scale, fc_in.scale])
+        up.bias = torch.cat([fc_in.bias.new_zeros(qkv.out_features), fc_in.bias])
+        up.prepare("fbgemm")
+        up.qweight = None  # the engine's packed copy is what runs; the layers keep their own int8 weights
+        self.layer = up
+        qkv._packed = fc_in._packed = None
+
+    def ready(self, block, h: torch.Tensor) -> bool:
+        return h.device.type == "cpu" and block.attn.qkv_proj.kernel == block.mlp.fc_in.kernel == "fbgemm"
+
+    def up(self, h: torch.Tensor) -> torch.Tensor:
+        return self.layer(h)
+
+    def down(self, block, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return block.attn.out_proj(y) + block.mlp.fc_out(m)
+
+
+def _fuse(model, kernel: str) -> None:
+    """Each block's FusedUp when the kernel is fbgemm (a CPU), else none (a float model's fused blocks too)."""
+    from .model import Block
+    for b in model.modules():
+        if isinstance(b, Block):
+            b.fused = FusedUp(b) if kernel == "fbgemm" and isinstance(b.attn.qkv_proj, Int8Linear) \
+                and isinstance(b.mlp.fc_in, Int8Linear) and b.mlp.fc_in.bias is not None else None
 
 
 def describe(model) -> str:

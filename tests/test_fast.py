@@ -137,9 +137,9 @@ def test_switching_back_to_eager_forgets_the_old_reason(checkpoints):
 
 
 def test_onednn_packed_weights_compute_what_eager_computes(checkpoints):
-    """fast='onednn' (the CPU default when it fits) routes every Linear through a oneDNN-packed copy of its
-    weight: the same logits (to fp32 rounding), the same greedy text, and switching back restores the plain
-    modules."""
+    """fast='onednn' (the CPU default when it fits) runs each block's four products as two oneDNN-packed ones
+    and the output layer through a packed copy of its weight: the same logits (to fp32 rounding), the same
+    greedy text, and switching back restores the plain modules."""
     directory = checkpoints("tiny")[0]
     eager = convsynth.load(directory, fast=False)
     cg = convsynth.load(directory)
@@ -150,8 +150,12 @@ def test_onednn_packed_weights_compute_what_eager_computes(checkpoints):
     assert cg.complete(PROMPT, max_new_tokens=24, temperature=0) == want
     lin = cg.module.lm_head
     assert "packed_weight" in lin.__dict__ and lin.weight.shape == eager.module.lm_head.weight.shape
+    blocks = cg.module.transformer.h
+    assert all(isinstance(b.fused, convsynth.onednn.FusedBlock) for b in blocks)
+    assert not any("packed_weight" in m.__dict__ for m in blocks.modules())  # no second packed copy
     cg.set_fast(False)
     assert cg.decode_path == "eager" and "forward" not in lin.__dict__ and "packed_weight" not in lin.__dict__
+    assert all(b.fused is None for b in blocks)
     assert cg.complete(PROMPT, max_new_tokens=24, temperature=0) == want
 
 
@@ -173,6 +177,7 @@ def test_onednn_follows_weight_changes_and_lets_gradients_through(checkpoints):
         for m in (eager, cg):
             m.module.lm_head.weight.mul_(-0.5)
             m.module.transformer.h[0].mlp.fc_in.weight.add_(0.01)
+            m.module.transformer.h[1].mlp.fc_out.bias.add_(0.1)  # a bias too: it is part of a fused product
     torch.testing.assert_close(cg.logits(ids), eager.logits(ids), rtol=1e-5, atol=1e-5)
     x = torch.tensor([ids])
     cg.module.requires_grad_(True)  # loaded for inference; a user who trains turns gradients on

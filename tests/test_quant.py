@@ -95,6 +95,25 @@ def test_a_tokens_logits_do_not_depend_on_its_neighbours(checkpoints):
     assert (full - steps).abs().max().item() < 1e-4
 
 
+def test_the_fused_product_is_the_two_products(checkpoints):
+    """On fbgemm each block runs qkv_proj and fc_in as one product (quant.FusedUp): exactly the two products'
+    values, and the model's logits are those of the separate layers (to the float rounding of one addition)."""
+    directory, _ = checkpoints("heads16")
+    cg = convsynth.load(directory, quantize="int8")
+    blocks = cg.module.transformer.h
+    assert all(isinstance(b.fused, quant.FusedUp) for b in blocks)
+    b = blocks[1]
+    assert b.attn.qkv_proj._packed is None and b.mlp.fc_in._packed is None  # released: one packed copy each
+    h = torch.randn(1, 5, b.attn.qkv_proj.in_features)
+    with torch.inference_mode():
+        assert torch.equal(b.fused.up(h), torch.cat([b.attn.qkv_proj(h), b.mlp.fc_in(h)], dim=-1))
+        ids = cg.encode("def add(a, b):\n    return a + b\n")
+        fused = cg.logits(ids)
+        for blk in blocks:
+            blk.fused = None
+        torch.testing.assert_close(cg.logits(ids), fused, rtol=1e-5, atol=1e-5)
+
+
 def test_the_kernels_agree(checkpoints):
     """fbgemm (per-token int8 activations), weight-only (float activations) and the dequantized matmul compute the
     same layer up to activation rounding."""
