@@ -570,8 +570,36 @@ class Sandbox:
         `interrupt_grace` seconds the outcome is "hung" and the caller restarts it.
         Only this thread touches the jupyter_client objects; other threads just set flags.
         """
-        kc, proc = self._kc, self._handle.proc
+        kc = self._kc
         msg_id = kc.execute(code, silent=silent, store_history=not silent, allow_stdin=False, stop_on_error=False)
+        try:
+            return self._follow(kc, msg_id, limit, cap, cancellable)
+        except BaseException:
+            # This thread was interrupted (Ctrl-C or a notebook's Stop raises KeyboardInterrupt here): the step must
+            # not go on running in the kernel, and be sent again by the next run as if it never had.
+            self._abandon(kc, msg_id)
+            raise
+
+    def _abandon(self, kc, msg_id: str) -> None:
+        """Interrupt the step ``msg_id`` and wait (interrupt_grace) for the kernel to be idle; a kernel that is
+        not is killed (the next run starts a fresh one and replays the steps that ran)."""
+        try:
+            self._km.interrupt_kernel()
+            end = time.monotonic() + self.interrupt_grace
+            while time.monotonic() < end:
+                try:
+                    msg = kc.get_iopub_msg(timeout=_POLL)
+                except queue.Empty:
+                    continue
+                if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                        and msg["content"].get("execution_state") == "idle"):
+                    return
+        except Exception:  # noqa: BLE001 -- a kernel already gone: the kill below makes sure
+            pass
+        self._handle.kill()
+
+    def _follow(self, kc, msg_id: str, limit: float | None, cap: _Capture | None, cancellable: bool) -> _Outcome:
+        proc = self._handle.proc
         out, error = _Outcome("done"), {}
         deadline = time.monotonic() + limit if limit else float("inf")
         grace_end, next_look = None, 0.0

@@ -30,6 +30,9 @@ from .turns import LINE_BREAK, MTPB_PREAMBLE, Change, Turn, TurnStats, comment_l
 # No token of a CodeGen vocabulary is longer than this many characters (the longest is 66): a text longer than
 # n_positions times this cannot fit the context, and is refused before tokenizing it (that costs ~300 bytes a char).
 MAX_TOKEN_CHARS = 128
+# A turn whose stream has sat half-read this long (no piece taken) is left by its reader, not slow: another
+# thread's call gives up waiting for it with an error rather than waiting forever.
+STALLED_S = 5.0
 # Attributes whose change is reported to on_change listeners as a "settings" change.
 SETTINGS = ("sampling", "stop", "overflow", "timeout", "memory_limit", "auto_run", "auto_fix", "network", "isolation",
             "speculate")
@@ -106,6 +109,7 @@ class Session:
         self._idle = threading.Condition(self._lock)
         self._turn_in_progress = False   # an ask_stream between its first step and its end
         self._turn_thread = None         # the thread that last advanced it
+        self._turn_waiting = None        # since when (monotonic) it sits at a yield for its reader; None: working
         self._cancel = threading.Event()
         self._sandbox = None
         self._ran: list[str] = []         # code that the sandbox has run successfully, in order
@@ -187,7 +191,7 @@ class Session:
             except BaseException:
                 self._end_change(before, "generate", failed=True)
                 raise
-            self._turn_in_progress, self._turn_thread = True, threading.get_ident()
+            self._turn_in_progress, self._turn_thread, self._turn_waiting = True, threading.get_ident(), None
         failed = True
         try:
             if remote:
@@ -202,8 +206,9 @@ class Session:
             try:
                 self._turn_thread = threading.get_ident()
                 for item in gen:
+                    self._turn_waiting = time.monotonic()
                     yield item if remote else item[1]
-                    self._turn_thread = threading.get_ident()  # whoever advances it next
+                    self._turn_thread, self._turn_waiting = threading.get_ident(), None  # whoever advances it next
                 comp = gen.result
             except BaseException:
                 if not remote:
@@ -227,7 +232,7 @@ class Session:
             failed = False
         finally:
             with self._lock:
-                self._turn_in_progress, self._turn_thread = False, None
+                self._turn_in_progress, self._turn_thread, self._turn_waiting = False, None, None
                 try:
                     self._end_change(before, "generate", failed)
                 finally:
@@ -243,7 +248,13 @@ class Session:
             if self._turn_thread == threading.get_ident():
                 raise SessionError("this session is in the middle of a turn (an ask_stream that is not finished, "
                                    "or a callback of it): finish or close() that stream first.")
-            self._idle.wait()
+            since = self._turn_waiting
+            if since is not None and time.monotonic() - since > STALLED_S:
+                # only its reader can move it on: waiting here could be forever (cancel() cannot end it either)
+                raise SessionError(f"this session has a turn half-read for over {STALLED_S:g} s (an ask_stream "
+                                   "that another piece of code started and has not finished): finish or close() "
+                                   "that stream first.")
+            self._idle.wait(timeout=0.5)
 
     # ---- decoding: int8 weights and speculation ------------------------------------------------------------
     def set_quantize(self, quantize: str | None) -> None:
@@ -557,6 +568,7 @@ class Session:
                                               "history", "_listeners", "autosave")})
             new._lock, new._cancel, new._sandbox, new._ran = threading.RLock(), threading.Event(), None, []
             new._idle, new._turn_in_progress, new._turn_thread = threading.Condition(new._lock), False, None
+            new._turn_waiting = None
             new.turns = [dataclasses.replace(t, stats=dataclasses.replace(t.stats)) for t in self.turns[:n]]
             new.dropped = [dataclasses.replace(t, stats=dataclasses.replace(t.stats)) for t in self.dropped]
             with self.model.lock:  # a turn in progress in another thread writes the cache between its steps

@@ -135,6 +135,21 @@ def test_check_runs_in_the_step_namespace(sb):
 # ------------------------------------------------------------------ time and interrupts
 
 
+def test_an_interrupted_caller_stops_its_step_in_the_kernel(sb):
+    """Ctrl-C (or a notebook's Stop) in the thread waiting for a step raises KeyboardInterrupt there; the step must
+    stop in the kernel too, not go on running and then run a second time when the caller runs it again."""
+    import _thread
+    sb.run("n_runs = 0")
+    threading.Timer(1.0, _thread.interrupt_main).start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        sb.run("import time\ntime.sleep(6)\nn_runs += 1")
+    res = sb.run("print(n_runs)")
+    assert res.ok and res.stdout.strip() == "0", res  # not 1: the interrupted step did not finish later
+    assert time.monotonic() - t0 < 5  # nor did this wait for it
+    assert sb.run("n_runs += 1\nprint(n_runs)").stdout.strip() == "1"
+
+
 def test_timeout_interrupts_and_keeps_state(sb):
     pid = sb.pid
     r = sb.run("import time\nwhile True: time.sleep(0.01)", timeout=1)

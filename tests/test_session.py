@@ -369,6 +369,26 @@ def test_streams_hold_no_lock_while_suspended(tiny):
     assert s.text == s.preamble + "".join(t.text for t in s.turns)
 
 
+def test_a_stream_left_half_read_makes_other_threads_fail_not_hang(tiny, monkeypatch):
+    """A stream whose reader went away (a cell that took one piece) can only finish if that reader goes on:
+    another thread's call (the widget's Generate) waits a little, then fails with a line that says what to do,
+    also after a Stop, instead of waiting forever. Closing the stream frees the session and loses nothing."""
+    import convsynth.session as session_module
+    monkeypatch.setattr(session_module, "STALLED_S", 0.5)
+    s = Session(tiny[0], temperature=0, max_new_tokens=6, stop=None)
+    s.ask("Assign 1 to x.")
+    g = s.ask_stream("Print x.")
+    next(g)
+    with pytest.raises(SessionError, match="half-read"):
+        within(lambda: s.ask("Print x twice."))
+    s.cancel()
+    with pytest.raises(SessionError, match="half-read"):
+        within(lambda: s.regenerate(0))
+    assert len(s.turns) == 1
+    g.close()
+    assert within(lambda: s.ask("Print x twice.")).code is not None and len(s.turns) == 2
+
+
 def test_edit_and_regenerate_validate_before_dropping_turns(session):
     session.ask(INSTRUCTIONS[0])
     session.ask(INSTRUCTIONS[1])
