@@ -350,7 +350,9 @@ class Session:
         """Replace turn ``index``'s instruction and generate its code again. The later turns stay, code
         unchanged (the model sees the new step from then on), unless ``regenerate_following``: then the later
         generated turns are generated again too (steps written by hand stay). The cached prefix before the
-        step is reused. Later steps lose their results (they must run again). One change for undo."""
+        step is reused. Later steps lose their results (they must run again). One change for undo. Returns the
+        edited Turn, or the later one a Stop (``cancel``) cut short: finish_reason 'cancelled' says the edit was
+        stopped (the steps after it keep their old code)."""
         instruction = self._check_instruction(instruction)
         return self._generate_at(self._index(index), instruction, regenerate_following, "edit", **kw)
 
@@ -380,18 +382,21 @@ class Session:
                 self._sync_cache()
                 turn = self.ask(instruction, expect_output=old.expect_output, check=old.check, run=False, **kw)
                 kw.pop("on_text", None)  # the pieces of the edited step only
+                ended = turn  # where generation ended: this step, or a later one that a Stop cut short
                 for t in later:
+                    # a Stop ends the regeneration: during a step (ask clears the flag as it starts) or between two
                     if following and t.instruction is not None and t.data is None and \
-                            turn.stats.finish_reason != "cancelled":
-                        self.ask(t.instruction, expect_output=t.expect_output, check=t.check, run=False, **kw)
+                            ended.stats.finish_reason != "cancelled" and not self._cancel.is_set():
+                        new = self.ask(t.instruction, expect_output=t.expect_output, check=t.check, run=False, **kw)
+                        ended = new if new.stats.finish_reason == "cancelled" else ended
                     else:
                         self.turns.append(dataclasses.replace(t, result=None))
                 self._sync_cache()
                 if reset:  # after generating, so the sandbox restart does not delay the first token
                     self._reset_sandbox()
-            if (run if run is not None else self.auto_run) and turn.stats.finish_reason != "cancelled":
+            if (run if run is not None else self.auto_run) and ended.stats.finish_reason != "cancelled":
                 self.run()
-            return turn
+            return ended
 
     def edit_code(self, index: int, code: str) -> Turn:
         """Replace turn ``index``'s code by hand (the turn is marked ``edited``; the model sees the new code from
@@ -745,12 +750,24 @@ class Session:
                            "plain data (lists, dicts, arrays, DataFrames) in a step first.")
 
     def _reset_sandbox(self) -> None:
-        """Bring the sandbox back to the kept steps: a fresh process replaying those that ran successfully."""
+        """Bring the sandbox back to the kept steps: a fresh process replaying those that ran successfully. When
+        one fails to replay (a file it read is gone, a Stop), it and the later ones lose their results: their
+        names are not in the namespace, so they show as not run and the next run runs them again."""
         if self._sandbox is None:
             return
-        replay = [self.preamble] if self.preamble_result is not None and self.preamble_result.ok else []
-        replay += [self._code(t) for t in self.dropped + self.turns if t.result is not None and t.result.ok]
-        self._sandbox.restart(replay=replay)
+        kept = [None] if self.preamble_result is not None and self.preamble_result.ok else []  # None: preamble
+        kept += [t for t in self.dropped + self.turns if t.result is not None and t.result.ok]
+        note = self._sandbox.restart(replay=[self.preamble if t is None else self._code(t) for t in kept])
+        if note:
+            lost = kept[len(self._sandbox.history):]
+            for t in lost:
+                if t is None:
+                    self.preamble_result = None
+                else:
+                    t.result = None
+            first = "the preamble" if lost[0] is None else f"step {(self.dropped + self.turns).index(lost[0]) + 1}"
+            warnings.warn(f"convsynth: the sandbox {note.replace('restarted it', 'restarted')} From {first} on "
+                          "the steps show as not run; run() runs them again.", RuntimeWarning, stacklevel=3)
 
     @property
     def isolation_info(self) -> str:

@@ -152,6 +152,51 @@ def test_cancel_from_another_thread_keeps_the_session_consistent(tiny):
     assert nxt.code == s.model.complete(prompt_before(s, 2), temperature=0, max_new_tokens=8, stop=None)
 
 
+def test_a_stop_during_an_edit_stops_the_regeneration_of_the_following_steps(tiny):
+    """edit(regenerate_following=True) regenerates the later steps one by one; a Stop while the second of them
+    is generated ends the edit there: that step keeps what it had (finish_reason 'cancelled', and edit returns
+    it, so the widget drops the stopped edit), the steps after it keep their old code and none is generated."""
+    s = Session(tiny[0], temperature=0, max_new_tokens=8, stop=None)
+    for text in ("Assign 3 to x.", "Print x.", "Add one to x."):
+        s.ask(text)
+    old_last = s.turns[2].code
+    box = {}
+    th = threading.Thread(target=lambda: box.setdefault("turn", s.edit(0, "Assign 4 to x.",
+                                                                       regenerate_following=True,
+                                                                       max_new_tokens=400)))
+    th.start()
+    deadline = time.monotonic() + 60
+    while not (s.turns and s.turns[0].instruction == "Assign 4 to x." and len(s.turns) == 1):
+        assert time.monotonic() < deadline and th.is_alive()  # step 1 is done: step 2 is being generated
+        time.sleep(0.001)
+    s.cancel()
+    th.join(60)
+    turn = box["turn"]
+    assert turn is s.turns[1] and turn.stats.finish_reason == "cancelled"
+    assert [t.instruction for t in s.turns] == ["Assign 4 to x.", "Print x.", "Add one to x."]
+    assert s.turns[2].code == old_last and s.turns[2].stats.finish_reason != "cancelled"
+    s.undo()
+    assert s.turns[0].instruction == "Assign 3 to x." and s.turns[2].code == old_last
+
+
+def test_a_step_that_cannot_replay_shows_as_not_run(tiny, tmp_path):
+    """After a change the sandbox replays the kept steps; one that now fails (its input file is gone) and the
+    steps after it lose their results, with a warning, instead of showing 'ok' over an empty namespace."""
+    (tmp_path / "in.txt").write_text("hello")
+    s = Session(tiny[0], cwd=tmp_path)
+    s.add_code("data = open('in.txt').read()")
+    s.add_code("y = len(data)")
+    s.add_code("z = 1")
+    assert all(r.ok for r in s.run())
+    (tmp_path / "in.txt").unlink()
+    with pytest.warns(RuntimeWarning, match="From step 1 on the steps show as not run"):
+        s.delete(2)
+    assert [t.result for t in s.turns] == [None, None]
+    first = s.run()[0]
+    assert first.status == "error" and first.error.startswith("FileNotFoundError")
+    s.close()
+
+
 def test_context_window_error_and_drop_oldest(tiny):
     cg = tiny[0]
     s = Session(cg, temperature=0, max_new_tokens=64)
