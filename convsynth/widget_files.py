@@ -3,12 +3,14 @@ export names that never replace an existing file (``convsynth-session.py``, then
 No ipywidgets here, so the rules can be tested on their own."""
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import re
 from pathlib import Path
 
 FOLDER = ".convsynth"
-_given: set[Path] = set()  # autosave paths handed out in this process, not written yet (written on first change)
+_given: set[Path] = set()  # autosave paths handed out in this process (each written at its first change)
 
 
 def notebook_name() -> str:
@@ -27,26 +29,64 @@ def _numbered(directory: Path, name: str) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _written(p: Path) -> bool:
+    """A saved session, not a name claimed by new_autosave and not written yet (empty)."""
+    try:
+        return p.stat().st_size > 0
+    except OSError:
+        return False
+
+
 def new_autosave(directory: Path, name: str | None = None) -> Path:
-    """A new autosave path, ``.convsynth/<name>-<n>.json`` with n one more than the highest there."""
+    """A new autosave path, ``.convsynth/<name>-<n>.json`` with n one more than the highest there, claimed at once
+    (created empty and exclusively): two kernels in one folder never get the same file, even where Jupyter does
+    not tell them their notebook's name and both are 'session'. A claimed file still empty is never listed or
+    resumed, and is removed when this process exits. Where the folder cannot be written, the path is only
+    reserved in this process (saving it reports why it fails)."""
     name = name or notebook_name()
+    folder = Path(directory).resolve() / FOLDER
     found = _numbered(Path(directory), name)
     n = found[-1][0] + 1 if found else 1
-    while (path := Path(directory).resolve() / FOLDER / f"{name}-{n}.json") in _given:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        writable = True
+    except OSError:
+        writable = False
+    while True:
+        path = folder / f"{name}-{n}.json"
         n += 1
-    _given.add(path)
-    return path
+        if path in _given:
+            continue
+        try:
+            if writable:
+                with open(path, "x"):
+                    pass
+        except FileExistsError:
+            continue
+        except OSError:
+            pass  # not writable after all: reserved here only, as before
+        _given.add(path)
+        return path
+
+
+@atexit.register
+def _drop_unwritten() -> None:
+    for path in _given:
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == 0:
+                path.unlink()
 
 
 def latest_autosave(directory: Path, name: str | None = None) -> Path | None:
     """The autosave of this notebook changed last, or None."""
-    found = _numbered(Path(directory), name or notebook_name())
-    return max((p for _, p in found), key=lambda p: p.stat().st_mtime_ns, default=None)
+    found = [p for _, p in _numbered(Path(directory), name or notebook_name()) if _written(p)]
+    return max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 
 def saved_sessions(directory: Path) -> list[Path]:
     """Every autosave in the folder, newest first."""
-    return sorted((Path(directory) / FOLDER).glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    found = [p for p in (Path(directory) / FOLDER).glob("*.json") if _written(p)]
+    return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
 
 
 def reserve(directory: Path, stem: str, suffix: str) -> Path:

@@ -140,10 +140,15 @@ def test_an_interrupted_caller_stops_its_step_in_the_kernel(sb):
     stop in the kernel too, not go on running and then run a second time when the caller runs it again."""
     import _thread
     sb.run("n_runs = 0")
-    threading.Timer(1.0, _thread.interrupt_main).start()
-    t0 = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        sb.run("import time\ntime.sleep(6)\nn_runs += 1")
+    # Python's own Ctrl-C handler (an earlier test's library may have replaced it; interrupt_main needs it)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(1.0, _thread.interrupt_main).start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            sb.run("import time\ntime.sleep(6)\nn_runs += 1")
+    finally:
+        signal.signal(signal.SIGINT, old)
     res = sb.run("print(n_runs)")
     assert res.ok and res.stdout.strip() == "0", res  # not 1: the interrupted step did not finish later
     assert time.monotonic() - t0 < 5  # nor did this wait for it

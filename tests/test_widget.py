@@ -63,6 +63,31 @@ def generate(w, instruction: str):
     assert not w.error.value, w.error.value
 
 
+def test_two_kernels_in_one_folder_get_their_own_autosave(tmp_path):
+    """Where Jupyter does not name the notebook (JPY_SESSION_NAME unset) every kernel's autosave is 'session-n':
+    a name is claimed by creating the file, so a second kernel in the folder takes the next one instead of
+    overwriting the first one's session. A claimed file never written is not listed and goes when its kernel
+    exits."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "JPY_SESSION_NAME"}
+    code = ("import sys; from convsynth import widget_files as f; print(f.new_autosave(sys.argv[1]), flush=True); "
+            "sys.stdin.read()")
+    kernels = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    paths = [Path(k.stdout.readline().strip()) for k in kernels]  # both alive, each holding its claim
+    assert paths[0] != paths[1] and {p.name for p in paths} == {"session-1.json", "session-2.json"}
+    assert all(p.exists() for p in paths)
+    from convsynth import widget_files
+    assert widget_files.saved_sessions(tmp_path) == [] and widget_files.latest_autosave(tmp_path, "session") is None
+    paths[0].write_text("{}")  # the first kernel's first change
+    for k in kernels:
+        k.communicate("", timeout=60)
+    assert paths[0].exists() and not paths[1].exists()  # the unwritten claim went with its kernel
+    assert widget_files.saved_sessions(tmp_path) == [paths[0]]
+
+
 def test_ui_takes_a_model_a_session_or_a_path(cg, checkpoint, session, tmp_path):
     made = ui(cg, max_new_tokens=5, directory=tmp_path)
     assert isinstance(made, SessionWidget) and made.session.model is cg
@@ -84,7 +109,9 @@ def test_ui_takes_a_model_a_session_or_a_path(cg, checkpoint, session, tmp_path)
                     (made.redo_button, "convsynth-redo"), (made, "convsynth")):
         assert cls in w_._dom_classes
     assert made.instruction.button == "Generate" and "convsynth-generate" in made.instruction.button_classes
-    assert not list(tmp_path.glob(".convsynth/*"))  # nothing is written before the first change
+    # nothing is written before the first change: the names are claimed by empty files, listed nowhere
+    assert all(p.stat().st_size == 0 for p in tmp_path.glob(".convsynth/*"))
+    assert convsynth.widget_files.saved_sessions(tmp_path) == []
     with pytest.raises(convsynth.SessionError, match="no saved session"):
         ui(str(tmp_path / "missing.json"))
 
