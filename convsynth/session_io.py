@@ -69,18 +69,33 @@ _TURN_FIELDS = {"instruction": (str, type(None)), "code": (str,), "expect_output
                 "data": (dict, type(None)), "attempts": (list,), "edited": (bool,)}
 
 
+# A field's annotation (a string: the modules use postponed annotations) -> the JSON types that may stand for it
+_FIELD_TYPES = {"str": (str,), "str | None": (str, type(None)), "int": (int,), "float": (int, float),
+                "float | None": (int, float, type(None)), "bool": (bool,), "bool | None": (bool, type(None)),
+                "list[dict]": (list,)}
+
+
+def _record(cls, data: dict, where: str):
+    """``cls`` (TurnStats, ExecutionResult) from a saved object, each known field of its annotated type (unknown
+    fields are ignored: a newer convsynth may add some); SessionError naming the field otherwise."""
+    import dataclasses
+    from .execution import ExecutionResult, STATUSES
+    values = {f.name: _check(data, f.name, _FIELD_TYPES[f.type], where, required=f.name == "status")
+              for f in dataclasses.fields(cls) if f.name in data or f.name == "status" and cls is ExecutionResult}
+    if cls is ExecutionResult:
+        if values["status"] not in STATUSES:
+            raise SessionError(f"{where}: status {values['status']!r} is not one of {', '.join(STATUSES)}.")
+        if not all(isinstance(b, dict) and all(isinstance(k, str) for k in b) for b in values.get("outputs", [])):
+            raise SessionError(f"{where}: 'outputs' must be a list of objects (mime type -> data).")
+    return cls(**values)
+
+
 def _turn(t, where: str, Turn, TurnStats, ExecutionResult):
     if not isinstance(t, dict):
         raise SessionError(f"{where} is {_kind(t)}, expected an object with 'code' and 'instruction'.")
     f = {k: _check(t, k, types, where, required=k == "code") for k, types in _TURN_FIELDS.items()}
-    try:
-        stats = TurnStats(**(f["stats"] or {}))
-        result = ExecutionResult.from_dict(f["result"]) if f["result"] else None
-    except TypeError as e:
-        raise SessionError(f"{where}: a damaged 'stats' or 'result' ({e}).") from None
-    from .execution import STATUSES
-    if result is not None and result.status not in STATUSES:
-        raise SessionError(f"{where}: result status {result.status!r} is not one of {', '.join(STATUSES)}.")
+    stats = _record(TurnStats, f["stats"] or {}, f"{where} stats")
+    result = _record(ExecutionResult, f["result"], f"{where} result") if f["result"] else None
     if f["data"] is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in f["data"].items()):
         raise SessionError(f"{where}: 'data' must map variable names to pickled values (text).")
     if not all(isinstance(a, dict) for a in f["attempts"] or []):
@@ -146,10 +161,7 @@ def load(cls, path, model, *, stop=None):
         raise SessionError(f"{where}: {e}".rstrip(".") + ".") from None
     built = [_turn(t, f"{where}: turn {i}", Turn, TurnStats, ExecutionResult) for i, t in enumerate(turns)]
     gone = [_turn(t, f"{where}: dropped turn {i}", Turn, TurnStats, ExecutionResult) for i, t in enumerate(dropped)]
-    try:
-        pre_result = ExecutionResult.from_dict(pre) if pre else None
-    except TypeError as e:
-        raise SessionError(f"{where}: a damaged 'preamble_result' ({e}).") from None
+    pre_result = _record(ExecutionResult, pre, f"{where}: preamble_result") if pre else None
     try:
         session = cls(model, preamble, stop=stop, overflow=overflow, timeout=timeout, memory_limit=memory_limit,
                       network=network, isolation=isolation, **sampling.to_dict())

@@ -561,6 +561,15 @@ BAD_FILES = {
     "an unknown version": (lambda d: d.update(version=2), "version 2; this convsynth reads version 1"),
     "no version": (lambda d: d.pop("version"), "version None"),
     "an unknown status": (lambda d: d["turns"][0].update(result={"status": "great"}), "'great' is not one of"),
+    "outputs as a string": (lambda d: d["turns"][0]["result"].update(outputs="abc"), "'outputs' is str"),
+    "an output that is not an object": (lambda d: d["turns"][0]["result"].update(outputs=["x"]),
+                                        "'outputs' must be a list of objects"),
+    "a stat as text": (lambda d: d["turns"][0]["stats"].update(time_to_first_token="0.1"),
+                       "stats: 'time_to_first_token' is str"),
+    "a count as a float": (lambda d: d["turns"][0]["stats"].update(generated_tokens=1.5),
+                           "'generated_tokens' is float"),
+    "a preamble result of an unknown status": (lambda d: d.update(preamble_result={"status": "weird"}),
+                                               "preamble_result: status 'weird' is not one of"),
 }
 
 
