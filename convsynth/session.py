@@ -23,6 +23,7 @@ from .execution import MEMORY_LIMIT  # light: a kernel starts only when a step r
 from .errors import ContextWindowError, SessionError, UsageError, describe
 from .generate import Run, Sampling, iter_generation, locked_steps
 from .history import History, Snapshot
+from . import session_io
 from .session_io import FORMAT, write_atomic
 from .stops import StopSpec, make_stop
 from .turns import LINE_BREAK, MTPB_PREAMBLE, Change, Turn, TurnStats, comment_lines  # noqa: F401 - public here too
@@ -72,6 +73,9 @@ class Session:
                  speculate: str | None = None, quantize: str | None = None):
         if overflow not in ("error", "drop_oldest"):
             raise UsageError(f"overflow={overflow!r} must be 'error' or 'drop_oldest'.")
+        if not hasattr(model, "tokenizer") or not hasattr(model, "config"):
+            raise SessionError(f"Session needs a loaded model, not {type(model).__name__} {model!r:.60}: "
+                               "Session(convsynth.load(...)) (convsynth.load() alone is the packaged model).")
         if not isinstance(preamble, str):
             raise SessionError(f"preamble must be a str (\"\" for none), not {type(preamble).__name__}.")
         from .execution import check_limits  # light: no kernel is started here
@@ -85,7 +89,9 @@ class Session:
         if self.cwd is not None and not Path(self.cwd).is_dir():
             raise SessionError(f"cwd {self.cwd} is not a folder: create it first, or pass cwd=None for a private "
                                "scratch folder.")
-        self.auto_fix = int(auto_fix)
+        if isinstance(auto_fix, bool) or not isinstance(auto_fix, int) or auto_fix < 0:
+            raise SessionError(f"auto_fix={auto_fix!r} must be a whole number of attempts >= 0 (0: off).")
+        self.auto_fix = auto_fix
         if speculate is not None:
             from .speculative import check_mode
             check_mode(speculate)  # a bad value is refused here, not at the first turn
@@ -565,6 +571,8 @@ class Session:
 
     def fork(self, at: int | None = None) -> "Session":
         """An independent session sharing the history up to turn ``at`` (default: all of it)."""
+        if at is not None and (isinstance(at, bool) or not isinstance(at, int)):
+            raise SessionError(f"fork(at={at!r}): at is a turn index (an int), or None for all the turns.")
         with self._lock:
             n = len(self.turns) if at is None else (self._index(at) if at < len(self.turns) else len(self.turns))
             new = Session.__new__(Session)
@@ -835,7 +843,7 @@ class Session:
 
     def save(self, path: str | Path) -> Path:
         """Write the session as JSON (model, settings, turns, execution results)."""
-        return write_atomic(path, json.dumps(self.to_dict(), indent=1))
+        return session_io.write_file(path, json.dumps(self.to_dict(), indent=1), "the session")
 
     @classmethod
     def load(cls, path: str | Path, model, *, stop: StopSpec | None = None,
@@ -844,14 +852,12 @@ class Session:
         Steps that ran are replayed in the sandbox on the next run. ``stop``: the stop rule, needed when the session
         was saved with a callable one (which cannot be saved). ``autosave``: a path to save to after each change
         from now on (may be ``path`` itself). Undo starts from the loaded state."""
-        from . import session_io
         session = session_io.load(cls, path, model, stop=stop)
         session._start_history(autosave)
         return session
 
     def to_notebook(self, path: str | Path) -> Path:
         """Write an .ipynb: a markdown cell per instruction and a code cell per step, with their outputs."""
-        from . import session_io
         return session_io.write_notebook(self, path)
 
     def widget(self):

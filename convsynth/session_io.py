@@ -41,6 +41,21 @@ def write_atomic(path, text: str, *, parents: bool = False) -> Path:
     return path
 
 
+def write_file(path, text: str, what: str) -> Path:
+    """``write_atomic`` to a path the user gave (``save``, ``to_notebook``): a folder, a missing folder or a
+    refused write is one SessionError line naming the path, not the temporary file's."""
+    path = Path(path)
+    if path.is_dir():
+        raise SessionError(f"{path} is a folder: give a file name inside it for {what}.")
+    if not path.parent.is_dir():
+        raise SessionError(f"cannot write {what} to {path}: the folder {path.parent} does not exist; create it "
+                           "first.")
+    try:
+        return write_atomic(path, text)
+    except OSError as e:
+        raise SessionError(f"cannot write {what} to {path}: {e.strerror or e}.") from None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -195,4 +210,4 @@ def write_notebook(session, path) -> Path:
           "nbformat": 4, "nbformat_minor": 5}
     for j, c in enumerate(nb["cells"]):
         c["id"] = f"cell-{j}"
-    return write_atomic(path, json.dumps(nb, indent=1) + "\n")
+    return write_file(path, json.dumps(nb, indent=1) + "\n", "the notebook")

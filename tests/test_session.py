@@ -595,6 +595,22 @@ def test_unreadable_session_paths(session, tmp_path):
         Session.load(deep, session.model)
 
 
+def test_bad_paths_and_arguments_get_one_line(session, tiny, tmp_path):
+    """Common slips give one SessionError line saying what to do, not a traceback naming a temporary file."""
+    cases = [(lambda: session.save(tmp_path / "missing" / "s.json"), "the folder .*missing does not exist"),
+             (lambda: session.save(tmp_path), "is a folder: give a file name inside it"),
+             (lambda: session.to_notebook(tmp_path / "missing" / "s.ipynb"), "notebook .*does not exist"),
+             (lambda: Session("convsynth-tiny"), "Session needs a loaded model, not str"),
+             (lambda: Session(tiny[0], auto_fix="x"), "auto_fix='x' must be a whole number"),
+             (lambda: session.fork(at="1"), r"fork\(at='1'\): at is a turn index")]
+    for call, message in cases:
+        with pytest.raises(SessionError, match=message) as err:
+            call()
+        assert "\n" not in str(err.value)
+    assert not list(tmp_path.iterdir())  # no temporary file was left behind
+    assert session.save(tmp_path / "s.json").is_file()
+
+
 def test_limits_are_refused_when_the_session_is_made(tiny):
     with pytest.raises(SessionError, match="memory_limit=10 must be a number of bytes"):
         Session(tiny[0], memory_limit=10)
