@@ -55,7 +55,8 @@ class Engine:
             prompt = prompt[0]
         if isinstance(prompt, str):
             ids = self.cg.encode(prompt)
-        elif isinstance(prompt, list) and prompt and all(isinstance(i, int) for i in prompt):
+        elif isinstance(prompt, list) and prompt and all(isinstance(i, int) and not isinstance(i, bool)
+                                                         for i in prompt):
             ids = list(prompt)
         else:
             raise ApiError(400, "prompt must be a string or a list of token ids (one prompt per request).")
@@ -65,15 +66,19 @@ class Engine:
         if not ids or len(ids) >= n_pos:
             raise ApiError(400, f"the prompt is {len(ids)} tokens; it must be 1..{n_pos - 1} for this model's "
                                 f"context window of {n_pos}.")
-        if max(ids) >= self.cg.config.vocab_size:
-            raise ApiError(400, f"token id {max(ids)} is outside the vocabulary ({self.cg.config.vocab_size}).")
+        bad = [i for i in ids if not 0 <= i < self.cg.config.vocab_size]
+        if bad:
+            raise ApiError(400, f"token id {bad[0]} is outside the vocabulary (0..{self.cg.config.vocab_size - 1}).")
         max_tokens = body.get("max_tokens", 16)
         max_tokens = n_pos - len(ids) if max_tokens is None else max_tokens
+        top_k = body.get("top_k", 0) or 0
+        if isinstance(top_k, bool) or not isinstance(top_k, int):
+            raise ApiError(400, f"top_k={top_k!r} must be a whole number (0 or -1: off).")
         try:
             s = Sampling(max_new_tokens=max_tokens, temperature=body.get("temperature", 1.0),
-                         top_p=body.get("top_p", 1.0), top_k=max(0, body.get("top_k", 0) or 0),
+                         top_p=body.get("top_p", 1.0), top_k=max(0, top_k),
                          repetition_penalty=body.get("repetition_penalty", 1.0), seed=body.get("seed"))
-        except ConvsynthError as e:
+        except (ConvsynthError, TypeError, ValueError) as e:
             raise ApiError(400, str(e)) from None
         stop = body.get("stop") or []
         stop = [stop] if isinstance(stop, str) else stop

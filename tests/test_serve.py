@@ -170,6 +170,13 @@ def test_refusals_are_clear_errors(server, remote):
     with pytest.raises(RemoteError, match="HTTP 400 the prompt is 2100 tokens"):
         big.complete(prompt, max_new_tokens=4)
     assert isinstance(RemoteError("x"), ConvsynthError)
+    h = {"Authorization": f"Bearer {KEY}"}
+    for body, message in (({"prompt": "def f():", "top_k": "5"}, "top_k='5' must be a whole number"),
+                          ({"prompt": [-1, 5], "max_tokens": 2}, "token id -1 is outside the vocabulary"),
+                          ({"prompt": [True, 5]}, "prompt must be a string or a list of token ids"),
+                          ({"prompt": "x", "temperature": "hot"}, "temperature")):
+        r = httpx.post(server + "/v1/completions", json=body, headers=h, timeout=60)
+        assert r.status_code == 400 and message in r.json()["error"]["message"], (body, r.text)
 
 
 def test_openai_stop_strings_and_plain_replies(server, local):
