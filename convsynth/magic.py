@@ -8,7 +8,7 @@ nothing.
     Print the mean of each column.
 
     %convsynth                        # the session: its steps and their state
-    %convsynth load PATH_OR_ID        # the model for the next session (default: the packaged one)
+    %convsynth load PATH_OR_ID        # a new session on that model (None: the packaged one)
     %convsynth share df names         # share notebook variables with the session (Session.share)
     %convsynth reset                  # close the session; the next cell starts a new one
 """
@@ -53,13 +53,16 @@ class ConvsynthMagics(Magics):
             print(f"convsynth: {e}")
 
     def _line(self, line: str):
-        words = shlex.split(line)
+        words = _split(line, "%convsynth")
         if not words:
             return self.current()  # shown by Jupyter with its HTML repr
         verb, rest = words[0], words[1:]
         if verb == "load" and len(rest) == 1:
+            from .codegen import load
+            name = None if rest[0] in ("None", "packaged") else rest[0]
+            model = load(name)  # first: a name that does not load leaves the session and its steps as they were
             self._close()
-            self.model_name, self.model = rest[0], None
+            self.model_name, self.model = name, model
             self.current()
             print(f"convsynth: a new session on {self.model.name}")
             return None
@@ -80,7 +83,7 @@ class ConvsynthMagics(Magics):
 
     def _cell(self, line: str, cell: str):
         try:
-            opts = _cell_options.parse_args(shlex.split(line))
+            opts = _cell_options.parse_args(_split(line, "%%convsynth"))
         except (argparse.ArgumentError, SystemExit) as e:
             raise SessionError(f"%%convsynth options are -t TEMPERATURE and -n MAX_NEW_TOKENS ({e}).") from None
         overrides = {k: v for k, v in (("temperature", opts.temperature), ("max_new_tokens", opts.max_new_tokens))
@@ -91,22 +94,37 @@ class ConvsynthMagics(Magics):
         s = self.current()
         from .turns import comment_lines
         steps = []
-        for instruction in instructions:
-            turn = s.ask(instruction, run=False, **overrides)
-            steps.append(comment_lines(turn.instruction) + turn.code.strip("\n"))
+        try:
+            for instruction in instructions:
+                turn = s.ask(instruction, run=False, **overrides)
+                steps.append(comment_lines(turn.instruction) + turn.code.strip("\n"))
+        except BaseException:  # the lines before it became steps of the session: they are shown all the same
+            if steps:
+                self._show(steps, s, f"line {len(steps) + 1} of the cell did not become a step (below); ")
+            raise
+        self._show(steps, s)
+        return None
+
+    def _show(self, steps: list[str], s, why: str = "") -> None:
         code = "\n\n".join(steps) + "\n"
         n = f"{len(steps)} step{'' if len(steps) == 1 else 's'}"
         if "google.colab" in sys.modules:  # Colab ignores set_next_input (colabtools#1619): show the code instead
-            print(f"convsynth: {n} generated (Colab cannot fill the next cell; copy the code):\n\n{code}")
-            return None
+            print(f"convsynth: {why}{n} generated (Colab cannot fill the next cell; copy the code):\n\n{code}")
+            return
         self.shell.set_next_input(code)
-        print(f"convsynth: {n} generated into the next cell (the session has {len(s.turns)}).")
-        return None
+        print(f"convsynth: {why}{n} generated into the next cell (the session has {len(s.turns)}).")
 
     def _close(self):
         if self.session is not None:
             self.session.close()
         self.session = None
+
+
+def _split(line: str, what: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError as e:  # "No closing quotation"
+        raise SessionError(f"{what} {line!r}: {str(e).lower()}; close the quote or drop it.") from None
 
 
 def load_ipython_extension(ipython) -> None:

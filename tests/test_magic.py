@@ -71,6 +71,33 @@ def test_share_load_reset_and_mistakes(ip, capsys):
     assert ip.run_line_magic("convsynth", "").turns == []
 
 
+def test_a_failing_load_or_cell_loses_no_step(ip, capsys):
+    """A mistyped `load` keeps the session and its steps (and the model); `load None` is the packaged model; a
+    cell whose third line fails still shows the two steps it made (they are in the session); unbalanced quotes
+    are one line."""
+    ip.run_cell_magic("convsynth", "-t 0 -n 8", "Assign 1 to x.\nAssign 2 to y.")
+    s = ip.run_line_magic("convsynth", "")
+    capsys.readouterr()
+    ip.run_line_magic("convsynth", "load /nonexistent/model")
+    assert ip.run_line_magic("convsynth", "") is s and len(s.turns) == 2
+    ip.rl_next_input = None
+    ip.run_cell_magic("convsynth", "-t 0 -n 8", "Print x.\nPrint y.\n" + "word " * 5000)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("convsynth: no such checkpoint directory")
+    assert out[1] == "convsynth: line 3 of the cell did not become a step (below); 2 steps generated into the " \
+                     "next cell (the session has 4)."
+    assert out[2].startswith("convsynth: ") and len(out) == 3
+    assert ip.rl_next_input.startswith("# Print x.\n") and "# Print y.\n" in ip.rl_next_input
+    ip.run_line_magic("convsynth", 'load "abc')
+    ip.run_cell_magic("convsynth", '-t "0', "Print x.")
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["convsynth: %convsynth 'load \"abc': no closing quotation; close the quote or drop it.",
+                   "convsynth: %%convsynth '-t \"0': no closing quotation; close the quote or drop it."]
+    ip.run_line_magic("convsynth", "load None")
+    assert ip.run_line_magic("convsynth", "") is not s and "a new session on convsynth-tiny" in \
+        capsys.readouterr().out
+
+
 def test_on_colab_the_code_is_printed(ip, capsys, monkeypatch):
     import types
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
