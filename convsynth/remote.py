@@ -158,6 +158,8 @@ class RemoteCodeGen:
                 if cancel is not None and cancel.is_set():
                     reason = "cancelled"
                     break  # leaving the block closes the connection: the server stops generating
+                if event is None:  # a keep-alive or the blank line between events: only a chance to stop
+                    continue
                 usage = event.get("usage") or usage
                 for choice in event.get("choices") or []:
                     if not t_first:
@@ -260,12 +262,14 @@ def _error_message(response) -> str:
         response.close()
 
 
-def _events(response, where: str) -> Iterator[dict]:
-    """The JSON objects of a server-sent event stream, up to ``[DONE]``."""
+def _events(response, where: str) -> Iterator[dict | None]:
+    """The JSON objects of a server-sent event stream, up to ``[DONE]``, and None for each other line (comments
+    such as keep-alives, blank lines), so that the reader can stop while a server keeps the stream open."""
     import httpx
     try:
         for line in response.iter_lines():
             if not line.startswith("data:"):
+                yield None
                 continue
             data = line[5:].strip()
             if data == "[DONE]":

@@ -153,6 +153,50 @@ def test_cancel_mid_stream_stops_the_server(remote, server):
     assert s.ask("Print 1.", max_new_tokens=8).stats.finish_reason != "cancelled"
 
 
+def test_stop_works_while_a_server_keeps_the_stream_open_without_tokens():
+    """A server that is still queueing or prefilling keeps the stream alive with comment lines and sends no
+    token: Stop ends the turn at once ('cancelled') instead of when the server finally answers."""
+    import http.server
+    import threading
+
+    class KeepAlive(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            body = json.dumps({"data": [{"id": "slow", "max_model_len": 2048}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            try:
+                for _ in range(150):  # 30 s of keep-alives, then nothing generated
+                    self.wfile.write(b": keep-alive\n\n")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+                self.wfile.write(b"data: [DONE]\n\n")
+            except OSError:  # the client went away: what Stop should do
+                pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        s = convsynth.Session(convsynth.connect(f"http://127.0.0.1:{httpd.server_port}"), stop=None)
+        threading.Timer(1.0, s.cancel).start()
+        t0 = time.monotonic()
+        turn = s.ask("Print hi.", run=False)
+        assert turn.stats.finish_reason == "cancelled" and time.monotonic() - t0 < 10
+    finally:
+        httpd.shutdown()
+
+
 def test_server_down_is_a_clear_error():
     port = free_port()  # nothing listens here
     with pytest.raises(RemoteError, match=r"cannot reach http://127.0.0.1:\d+/v1/models .* after 2 tries"):
