@@ -245,31 +245,42 @@ def convert(src: str | Path | None, dst: str | Path, *, dtype: str | None = None
 
 def check_destination(dst: str | Path) -> None:
     if Path(dst).exists() and not Path(dst).is_dir():
-        raise CheckpointError(f"{dst} is a file; convert writes a checkpoint directory: pass a folder path.")
+        raise CheckpointError(f"{dst} is a file; convert and export write a checkpoint directory: pass a folder "
+                              "path.")
 
 
-def write(dst: str | Path, tensors: dict[str, torch.Tensor], config: CodeGenConfig, tokenizer_from: Path) -> Path:
-    """``dst`` as a checkpoint directory: ``tensors`` in model.safetensors, ``config`` as config.json and the
-    tokenizer of ``tokenizer_from``, written beside and moved in (a failed write leaves ``dst`` as it was)."""
-    from safetensors.torch import save_file
-    from .tokenizer import CodeGenTokenizer
+def write_files(dst: str | Path, fill) -> Path:
+    """``dst`` as a checkpoint directory holding the files ``fill(folder)`` writes, into a folder beside them
+    first and then moved in: a failed write leaves ``dst`` as it was, and an older checkpoint's weights and index
+    there (which would take priority over the new ones) go."""
     dst = Path(dst)
     check_destination(dst)
     try:
         dst.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".convert-", dir=dst) as tmp:
             tmp = Path(tmp)
-            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-            (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-            CodeGenTokenizer.from_pretrained(tokenizer_from).save(tmp)
+            fill(tmp)
             for old in [*dst.glob("*.safetensors"), *dst.glob("pytorch_model*.bin"), *dst.glob("*.index.json")]:
-                old.unlink()  # an older checkpoint's shards and index would take priority over the new weights
+                old.unlink()
             for new in tmp.iterdir():
                 os.replace(new, dst / new.name)
     except OSError as e:
         raise CheckpointError(f"cannot write the checkpoint to {dst}: {e.strerror or e}"
                               f"{' (the disk is full)' if e.errno == 28 else ''}.") from None
     return dst
+
+
+def write(dst: str | Path, tensors: dict[str, torch.Tensor], config: CodeGenConfig, tokenizer_from: Path) -> Path:
+    """``dst`` as a checkpoint directory: ``tensors`` in model.safetensors, ``config`` as config.json and the
+    tokenizer of ``tokenizer_from`` (``write_files``)."""
+    from safetensors.torch import save_file
+    from .tokenizer import CodeGenTokenizer
+
+    def fill(folder: Path) -> None:
+        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        CodeGenTokenizer.from_pretrained(tokenizer_from).save(folder)
+    return write_files(dst, fill)
 
 
 def parse_dtype(dtype, device: torch.device) -> torch.dtype:

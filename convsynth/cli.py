@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .flags import engine_flags, load_model, model_flags
 
@@ -57,6 +58,11 @@ DEMO_TURNS = [
 def cmd_demo(args) -> int:
     """The main job: a multi-turn session on a model, each step generated, run in the sandbox and shown."""
     import convsynth
+    from .errors import UsageError
+    for flag, path in (("--save", args.save), ("--notebook", args.notebook)):  # before the turns, not after them
+        if path and (Path(path).is_dir() or not Path(path).resolve().parent.is_dir()):
+            raise UsageError(f"{flag} {path}: " + ("that is a folder; give a file name." if Path(path).is_dir() else
+                             f"the folder {Path(path).resolve().parent} does not exist; create it first."))
     print(f"Loading {'the packaged model' if args.model is None else args.model} ...", flush=True)
     cg = load_model(args)
     print(repr(cg), flush=True)
@@ -121,7 +127,6 @@ def cmd_mtpb(args) -> int:
 
 def cmd_bench(args) -> int:
     import runpy
-    from pathlib import Path
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
     if not script.exists():
         print("the benchmark suite lives in the repository's benchmarks/ folder; run it from a checkout",

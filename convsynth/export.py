@@ -68,19 +68,19 @@ def export(src: str | Path | None, dst: str | Path, *, format: str = "gptj", dty
         return checkpoint.convert(src, dst, dtype=dtype, revision=revision)
     from safetensors.torch import save_file
     from .tokenizer import CodeGenTokenizer
+    checkpoint.check_destination(dst)  # before the weights are read
     directory = checkpoint.resolve(src, revision)
     config = checkpoint.read_config(directory)
     torch_dtype = checkpoint.parse_dtype(dtype, torch.device("cpu")) if dtype else None
     tensors = dict(gptj_tensors(checkpoint.iter_tensors(checkpoint._find_weights(directory), torch_dtype), config))
     if "lm_head.weight" not in tensors and config.tie_word_embeddings:
         tensors["lm_head.weight"] = tensors["transformer.wte.weight"].clone()
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
-    saved_dtype = tensors["transformer.wte.weight"].dtype
-    (dst / "config.json").write_text(json.dumps(gptj_config(config, saved_dtype), indent=2) + "\n")
-    write_tokenizer(CodeGenTokenizer.from_pretrained(directory), dst, config.n_positions)
-    return dst
+    def fill(folder: Path) -> None:
+        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        saved_dtype = tensors["transformer.wte.weight"].dtype
+        (folder / "config.json").write_text(json.dumps(gptj_config(config, saved_dtype), indent=2) + "\n")
+        write_tokenizer(CodeGenTokenizer.from_pretrained(directory), folder, config.n_positions)
+    return checkpoint.write_files(dst, fill)  # beside, then moved in: a failed export leaves dst as it was
 
 
 def write_tokenizer(tokenizer, dst: Path, n_positions: int) -> None:

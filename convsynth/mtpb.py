@@ -37,6 +37,7 @@ class Sample:
     got: str | None = None
     error: str | None = None
     timed_out: bool = False
+    settings: dict | None = None  # the run's sampling settings (a resume must not mix two runs' programs)
 
     @property
     def key(self) -> tuple[int, int, int]:
@@ -107,6 +108,27 @@ def read_samples(out: str | Path | None) -> dict[tuple, Sample]:
     return done
 
 
+def resume_from(out: str | Path | None, settings: dict) -> dict[tuple, Sample]:
+    """``read_samples(out)``, refusing a file whose programs were made with other ``settings`` (temperature,
+    top_p, seed, single_turn): a resume would mix two runs in one score."""
+    done = read_samples(out)
+    other = next((d.settings for d in done.values() if d.settings is not None and d.settings != settings), None)
+    if other is not None:
+        diff = ", ".join(f"{k} {other.get(k)!r}" for k in settings if other.get(k) != settings[k])
+        now = ", ".join(f"{k} {settings[k]!r}" for k in settings if other.get(k) != settings[k])
+        raise UsageError(f"{out} holds programs made with {diff}, and this run asks for {now}: give another --out "
+                         "to start afresh, or the same settings to resume.")
+    return done
+
+
+def write_record(sink, sample: Sample, settings: dict) -> None:
+    """One finished sample as a line of the JSONL file, flushed (a killed run keeps it)."""
+    sample.settings = settings
+    if sink is not None:
+        sink.write(json.dumps(sample.__dict__) + "\n")
+        sink.flush()
+
+
 def open_append(out: str | Path):
     """``out`` opened for appending records; a line cut by a killed run is ended first, so the next record starts
     on a line of its own instead of being glued to the damaged one (and lost on the next resume)."""
@@ -126,7 +148,10 @@ def run(cg, problems: list[Problem], *, samples: int = 1, temperature: float = 0
         timeout: float = DEFAULT_TIMEOUT, skip_unavailable: bool = True, progress: bool = True) -> dict:
     """Generate and check every (problem, case, sample); resume from ``out`` (JSONL) if it already holds some.
     Returns the report (see ``report``)."""
-    done = read_samples(out)
+    if not 0 < timeout < float("inf"):
+        raise UsageError(f"timeout={timeout!r}: give a finite number of seconds > 0.")
+    settings = dict(temperature=temperature, top_p=top_p, seed=seed, single_turn=single_turn)
+    done = resume_from(out, settings)
     todo = [(p, c, k) for p in problems if not (skip_unavailable and p.unavailable)
             for c in range(p.cases) for k in range(samples) if (p.id, c, k) not in done]
     bar = None
@@ -140,32 +165,37 @@ def run(cg, problems: list[Problem], *, samples: int = 1, temperature: float = 0
         res = fut.result()
         sample.passed, sample.got, sample.error, sample.timed_out = res.passed, res.got, res.error, res.timed_out
         done[sample.key] = sample
-        if sink is not None:
-            sink.write(json.dumps(sample.__dict__) + "\n")
-            sink.flush()
+        write_record(sink, sample, settings)
         if bar is not None:
             bar.update(1)
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # checks run while the model generates
-            for problem, case, k in todo:
-                try:
-                    smp = generate_case(cg, problem, case, sample=k, single_turn=single_turn,
-                                        temperature=temperature, top_p=top_p, seed=seed)
-                except ContextWindowError as e:  # this case cannot run on this model; the others still can
-                    smp = Sample(problem.id, case, k, [], "", 0, 0, 0.0, passed=False, error=describe(e))
-                    done[smp.key] = smp
-                    if sink is not None:
-                        sink.write(json.dumps(smp.__dict__) + "\n")
-                        sink.flush()
-                    if bar is not None:
-                        bar.update(1)
-                    continue
-                pending.append((smp, pool.submit(check, smp.program, problem.expected(case), timeout=timeout)))
-                while pending and pending[0][1].done():
-                    finish(*pending.pop(0))
-            for item in pending:
-                finish(*item)
+            try:
+                for problem, case, k in todo:
+                    try:
+                        smp = generate_case(cg, problem, case, sample=k, single_turn=single_turn,
+                                            temperature=temperature, top_p=top_p, seed=seed)
+                    except ContextWindowError as e:  # this case cannot run on this model; the others still can
+                        smp = Sample(problem.id, case, k, [], "", 0, 0, 0.0, passed=False, error=describe(e))
+                        done[smp.key] = smp
+                        write_record(sink, smp, settings)
+                        if bar is not None:
+                            bar.update(1)
+                        continue
+                    pending.append((smp, pool.submit(check, smp.program, problem.expected(case), timeout=timeout)))
+                    while pending and pending[0][1].done():
+                        finish(*pending.pop(0))
+            except BaseException:
+                # Ctrl-C or a failed generation: the checks not started are dropped (those cases are generated
+                # again on resume); the running ones end within their timeout and are kept.
+                for _, fut in pending:
+                    fut.cancel()
+                pending = [(smp, fut) for smp, fut in pending if not fut.cancelled()]
+                raise
+            finally:
+                for item in pending:
+                    finish(*item)
     finally:
         if sink is not None:
             sink.close()
@@ -243,8 +273,8 @@ def _check_args(args) -> None:
         raise UsageError(f"--samples {args.samples}: give at least 1 program per test case.")
     if args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: give at least 1.")
-    if not args.timeout > 0:
-        raise UsageError(f"--timeout {args.timeout}: give a number of seconds > 0.")
+    if not 0 < args.timeout < float("inf"):
+        raise UsageError(f"--timeout {args.timeout}: give a finite number of seconds > 0.")
     for flag, path in (("--out", args.out), ("--report", args.report)):
         if path and not Path(path).resolve().parent.is_dir():
             raise UsageError(f"{flag} {path}: the folder {Path(path).resolve().parent} does not exist; create it "

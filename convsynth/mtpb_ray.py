@@ -9,12 +9,11 @@ Every node needs convsynth installed and the checkpoint at the same path (or a h
 """
 from __future__ import annotations
 
-import json
 from collections import deque
 from pathlib import Path
 
 from .errors import ConvsynthError
-from .mtpb import Sample, open_append, read_samples, report
+from .mtpb import Sample, open_append, report, resume_from, write_record
 from .mtpb_check import DEFAULT_TIMEOUT, Problem
 
 NAMESPACE = "convsynth"
@@ -79,10 +78,11 @@ def run(model, problems: list[Problem], *, address: str | None = "local", replic
     Actor = ray.remote(**actor_options)(Replica)
     check_task = ray.remote(num_cpus=1)(_check)  # a CPU task: checks never wait on a GPU actor's slot
 
-    done = read_samples(out)
+    options = dict(single_turn=single_turn, temperature=temperature, top_p=top_p, seed=seed)
+    settings = dict(temperature=temperature, top_p=top_p, seed=seed, single_turn=single_turn)  # as mtpb.run's
+    done = resume_from(out, settings)
     todo = deque((p, c, k) for p in problems if not (skip_unavailable and p.unavailable)
                  for c in range(p.cases) for k in range(samples) if (p.id, c, k) not in done)
-    options = dict(single_turn=single_turn, temperature=temperature, top_p=top_p, seed=seed)
     budget = max_replacements if max_replacements is not None else 3 * replicas
     bar = None
     if progress:
@@ -125,9 +125,7 @@ def run(model, problems: list[Problem], *, address: str | None = "local", replic
                 smp.passed, smp.got, smp.error, smp.timed_out = res.passed, res.got, res.error, res.timed_out
                 if smp.key not in done:  # never counted twice, whatever happened on the way
                     done[smp.key] = smp
-                    if sink is not None:
-                        sink.write(json.dumps(smp.__dict__) + "\n")
-                        sink.flush()
+                    write_record(sink, smp, settings)
                     if bar is not None:
                         bar.update(1)
                 continue

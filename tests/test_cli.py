@@ -51,6 +51,12 @@ def test_complete_refuses_bad_flags(args, words):
     refused(cli("complete", "def f():", *args), words)
 
 
+@pytest.mark.parametrize("flag", ["--save", "--notebook"])
+def test_demo_refuses_a_place_it_cannot_write_before_the_turns(flag, tmp_path):
+    refused(cli("demo", flag, str(tmp_path / "no" / "s.json")), "does not exist; create it first")
+    refused(cli("demo", flag, str(tmp_path)), "that is a folder")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_complete_on_cuda_without_a_gpu():
     refused(cli("complete", "def f():", "--device", "cuda"), "no CUDA GPU")
@@ -69,6 +75,7 @@ def test_complete_refuses_a_prompt_that_is_not_utf8():
     (["--problems", "40-50"], "matches none"),
     (["--samples", "0"], "--samples 0"),
     (["--timeout", "-5"], "--timeout -5"),
+    (["--timeout", "inf"], "--timeout inf: give a finite number"),
     (["--out", "no/such/folder/s.jsonl"], "does not exist"),
     (["--report", "no/such/folder/r.json"], "does not exist"),
 ])

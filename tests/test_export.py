@@ -81,3 +81,19 @@ def test_cli_export_packaged_model_both_formats(tmp_path, capsys):
 def test_export_unknown_format_says_which(tmp_path):
     with pytest.raises(CheckpointError, match="gptj, codegen"):
         export(None, tmp_path / "x", format="llama")
+
+
+def test_export_replaces_an_older_checkpoint_whole_and_refuses_a_file(tmp_path):
+    """The files are written beside and moved in: an older checkpoint's weights and shard index in the folder
+    (which loaders would prefer) go, and a file where the folder should be is one line, before any work."""
+    dst = tmp_path / "gptj"
+    dst.mkdir()
+    (dst / "model.safetensors.index.json").write_text("{}")
+    (dst / "pytorch_model-00001-of-00002.bin").write_bytes(b"old")
+    export(None, dst, format="gptj")
+    assert sorted(p.name for p in dst.iterdir()) == ["config.json", "model.safetensors", "special_tokens_map.json",
+                                                     "tokenizer.json", "tokenizer_config.json"]
+    assert json.loads((dst / "config.json").read_text())["model_type"] == "gptj"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(CheckpointError, match="afile is a file; convert and export write a checkpoint directory"):
+        export(None, tmp_path / "afile", format="gptj")

@@ -33,6 +33,44 @@ def test_harness_runs_checks_and_resumes(tiny, problems, tmp_path):
     assert len(out.read_text().splitlines()) == len(lines) and again["programs"] == rep["programs"]
 
 
+def test_a_resume_with_other_settings_is_refused(tiny, problems, tmp_path):
+    """The JSONL file records each program's sampling settings: resuming it with others would mix two runs in
+    one score, so it is refused with what to do; an infinite timeout is refused before anything runs."""
+    from convsynth.errors import UsageError
+    cg, chosen, out = tiny[0], mtpb.parse_ids("3", problems), tmp_path / "samples.jsonl"
+    mtpb.run(cg, chosen, out=out, progress=False, timeout=10)
+    assert all(json.loads(x)["settings"]["temperature"] == 0.0 for x in out.read_text().splitlines())
+    before = out.read_text()
+    with pytest.raises(UsageError, match="holds programs made with temperature 0.0, and this run asks for "
+                                         "temperature 0.8: give another --out"):
+        mtpb.run(cg, chosen, out=out, progress=False, temperature=0.8)
+    with pytest.raises(UsageError, match="finite number of seconds"):
+        mtpb.run(cg, chosen, out=tmp_path / "other.jsonl", progress=False, timeout=float("inf"))
+    assert out.read_text() == before and not (tmp_path / "other.jsonl").exists()
+
+
+def test_ctrl_c_keeps_the_checked_programs(tiny, problems, tmp_path):
+    """Ctrl-C while programs are generated: the checks already done are in the file, the run stops without
+    waiting for the queued checks, and a resume completes the rest, each case once."""
+    import _thread
+    import signal
+    import threading
+    cg, chosen, out = tiny[0], mtpb.parse_ids("1-3", problems), tmp_path / "samples.jsonl"
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own Ctrl-C handler
+    try:
+        threading.Timer(4.0, _thread.interrupt_main).start()
+        with pytest.raises(KeyboardInterrupt):
+            mtpb.run(cg, chosen, out=out, progress=False, jobs=1, timeout=10)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    kept = [json.loads(x) for x in out.read_text().splitlines()]
+    total = sum(p.cases for p in chosen if not p.unavailable)
+    assert 0 < len(kept) < total and all(d["passed"] is not None for d in kept)
+    rep = mtpb.run(cg, chosen, out=out, progress=False, timeout=10)
+    keys = [(d["problem"], d["case"], d["sample"]) for d in map(json.loads, out.read_text().splitlines())]
+    assert len(keys) == len(set(keys)) == total == rep["programs"]
+
+
 def test_single_turn_mode(tiny, problems):
     s = mtpb.generate_case(tiny[0], problems[0], 0, single_turn=True)
     assert len(s.turns) == 1

@@ -461,9 +461,9 @@ def test_save_that_fails_part_way_keeps_the_previous_file(session, tmp_path):
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))  # the disk is "full" after 100 kB
     try:
-        with pytest.raises(OSError):
+        with pytest.raises(SessionError, match=r"cannot write the session to .*s\.json: File too large\.$"):
             session.save(path)
-        with pytest.raises(OSError):
+        with pytest.raises(SessionError, match=r"cannot write the notebook to .*s\.ipynb: File too large\.$"):
             session.to_notebook(nb)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
