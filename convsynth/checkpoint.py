@@ -285,6 +285,9 @@ def write(dst: str | Path, tensors: dict[str, torch.Tensor], config: CodeGenConf
 
 def parse_dtype(dtype, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise OptionError(f"dtype {dtype} is not one the model computes in; use torch.float32, torch.float16 "
+                              "or torch.bfloat16 (int8 weights: quantize='int8').")
         return dtype
     if dtype in (None, "auto"):
         return torch.float16 if device.type == "cuda" else torch.float32  # CPU half precision is slow

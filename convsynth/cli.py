@@ -99,7 +99,8 @@ def cmd_convert(args) -> int:
         from .quant import convert
     else:
         from .checkpoint import convert
-    out = convert(args.src, args.dst, dtype=args.dtype, revision=args.revision)
+    src = None if args.src == "packaged" else args.src
+    out = convert(src, args.dst, dtype=args.dtype, revision=args.revision)
     print(f"wrote {out}")
     return 0
 
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo, temperature=0.0)
 
     p = sub.add_parser("convert", help="write a checkpoint as config.json + model.safetensors + tokenizer")
-    p.add_argument("src")
+    p.add_argument("src", help="checkpoint directory, hub id, or 'packaged' for the packaged model")
     p.add_argument("dst")
     p.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: keep)")
     p.add_argument("--revision", default=None)

@@ -1,6 +1,7 @@
 """``convsynth.load()`` and the ``CodeGen`` object: strings in, strings out."""
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -213,6 +214,9 @@ def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype:
     ``speculate``: speculative decoding ('auto': greedy decoding, paused while it does not pay; 'on': sampling
     too; 'off'), drafting by prompt lookup, or with ``draft`` (a loaded smaller CodeGen with the same tokenizer)."""
     from .tokenizer import PACKAGED as PACKAGED_TOKENIZER, CodeGenTokenizer
+    from .speculative import check_mode
+    _check_options(name_or_path, dtype, fast, quantize, draft)  # before any weight is read: that may take minutes
+    speculate = check_mode(speculate)
     t0 = time.perf_counter()
     directory = checkpoint.resolve(name_or_path, revision)
     config = checkpoint.read_config(directory)
@@ -233,12 +237,29 @@ def load(name_or_path: str | Path | None = None, *, device: str = "auto", dtype:
     name = str(name_or_path) if name_or_path is not None else "convsynth-tiny"
     cg = CodeGen(model, tokenizer, name=name, path=directory, decoding=decoding)
     cg.fast = fast
-    from .speculative import check_mode
-    cg.speculate = check_mode(speculate)
+    cg.speculate = speculate
     if draft is not None:
         cg.set_draft(draft)
     cg.load_seconds = time.perf_counter() - t0
     return cg
+
+
+FAST = ("auto", "onednn", "cuda_graphs", "compile", "eager")
+
+
+def _check_options(name_or_path, dtype, fast, quantize, draft) -> None:
+    """load()'s options that need no weights, refused in one line (an OptionError) before anything loads."""
+    if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
+        raise OptionError(f"name_or_path={name_or_path!r}: give None (the packaged model), a checkpoint folder or a "
+                          "hub id such as 'Salesforce/codegen-350M-mono'.")
+    checkpoint.parse_dtype(dtype, torch.device("cpu"))  # the device's own default is chosen later
+    if fast not in (*FAST, True, False, None):
+        raise OptionError(f"fast={fast!r}: choose one of {', '.join(FAST)} (or False for eager).")
+    if quantize not in (None, False, "none", "fp32", "", "int8"):
+        raise OptionError(f"quantize={quantize!r}: use 'int8' (int8 weights) or None (the checkpoint's own dtype).")
+    if draft is not None and not isinstance(draft, CodeGen):
+        raise OptionError(f"draft={draft!r:.80} must be a loaded model: draft=convsynth.load() for the packaged one, "
+                          "or convsynth.load(PATH) for a smaller checkpoint with the same tokenizer.")
 
 
 def set_quantize(model, quantize: str | None) -> None:

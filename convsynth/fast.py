@@ -22,7 +22,7 @@ from collections import OrderedDict
 import torch
 
 from .cache import KVCache
-from .errors import describe
+from .errors import OptionError, describe
 
 MODES = ("auto", "cuda_graphs", "compile", "eager")
 MIN_BUCKET = 256
@@ -72,7 +72,7 @@ class FastDecoder:
 
     def __init__(self, model, mode: str = "auto", *, max_graphs: int = 16):
         if mode not in MODES:
-            raise ValueError(f"fast={mode!r}: choose one of {', '.join(MODES)} (or False for eager).")
+            raise OptionError(f"fast={mode!r}: choose one of {', '.join(MODES)} (or False for eager).")
         self.model = model
         self.requested = mode
         self.buckets = buckets(model.config.n_positions)

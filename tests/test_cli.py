@@ -125,3 +125,9 @@ def test_bench_hands_its_flags_to_the_benchmark_suite(args):
 def test_bench_refuses_a_flag_the_suite_does_not_know():
     out = cli("bench", "--no-such-flag", timeout=120)
     assert out.returncode == 2 and "--no-such-flag" in out.stderr.decode()
+
+
+def test_convert_names_the_packaged_model_as_export_does(tmp_path):
+    out = cli("convert", "packaged", str(tmp_path / "copy"), "--dtype", "float16")
+    assert out.returncode == 0, out.stderr.decode()
+    assert convsynth.load(tmp_path / "copy").config.n_embd == convsynth.load().config.n_embd

@@ -3,11 +3,13 @@ print one line and exit 2, bad stop patterns and devices raise convsynth errors,
 commands and paths that exist."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import convsynth
 from convsynth import cli
@@ -81,3 +83,21 @@ def test_ipywidgets_7_as_on_colab_gets_a_clear_message():
     assert out.stdout.strip() == ("the widget needs ipywidgets 8 (this kernel has 7.7.1, as Colab ships): pip install "
                                   "-U 'ipywidgets>=8' and restart the kernel, or use Session and the %%convsynth "
                                   "magic without the widget"), out.stderr
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(fast="bogus"), "fast='bogus': choose one of auto, onednn"),
+    (dict(quantize="int4"), "quantize='int4': use 'int8'"),
+    (dict(speculate="sometimes"), "speculate"),
+    (dict(draft="packaged"), "draft='packaged' must be a loaded model: draft=convsynth.load()"),
+    (dict(dtype=torch.int8), "dtype torch.int8 is not one the model computes in"),
+])
+def test_load_refuses_bad_options_before_reading_any_weights(kw, words):
+    """The folder does not exist: the option's error comes first, before minutes of loading would be spent."""
+    with pytest.raises(convsynth.errors.OptionError, match=re.escape(words)):
+        convsynth.load("/nonexistent/checkpoint", **kw)
+
+
+def test_load_refuses_a_name_that_is_not_a_path():
+    with pytest.raises(convsynth.errors.OptionError, match="name_or_path=123: give None"):
+        convsynth.load(123)
