@@ -624,7 +624,10 @@ class SessionWidget(W.VBox):
     def _open(self, path: Path) -> None:
         from .session import Session
         old = self.session
+        if path != old.autosave:
+            _refuse_if_in_use(path)
         new = Session.load(path, old.model, autosave=path)
+        _refuse_if_in_use(path, hold=True)
         new.auto_run, new._listeners = old.auto_run, []
         self.session = new
         self._subscribe(new)
@@ -789,14 +792,16 @@ def ui(model_or_session=None, *, resume: bool = False, directory=None, **session
         if not saved.is_file():
             raise SessionError(f"no saved session at {saved}: give the path of a .json the widget saved "
                                "(they are in the .convsynth folder next to the notebook).")
+        _refuse_if_in_use(saved)
     elif resume:
-        saved = widget_files.latest_autosave(directory)
+        saved = widget_files.latest_autosave(directory)  # not one another kernel writes
     model = model_or_session
     if model is None or isinstance(model, (str, Path)):
         from .codegen import load
         model = load(model if model is not None or saved is None else _saved_model(saved))
     if saved is not None:
         session = Session.load(saved, model, autosave=saved)
+        _refuse_if_in_use(saved, hold=True)
         sampling = {k: v for k, v in session_options.items() if hasattr(session.sampling, k)}
         session.sampling = session.sampling.replace(**sampling)  # the cell's options win over the saved ones
         for key, value in session_options.items():
@@ -807,6 +812,15 @@ def ui(model_or_session=None, *, resume: bool = False, directory=None, **session
     else:
         session = Session(model, autosave=widget_files.new_autosave(directory), **session_options)
     return SessionWidget(session, directory=directory, resumable=resume or saved is not None)
+
+
+def _refuse_if_in_use(path: Path, hold: bool = False) -> None:
+    """A session file another kernel's widget saves to is not opened here too (the two would overwrite each
+    other's steps); with ``hold``, this process takes it (widget_files.hold)."""
+    free = widget_files.hold(path) if hold else not widget_files.in_use(path)
+    if not free:
+        raise SessionError(f"{Path(path).name} is open in another kernel, whose widget saves to it: use it there, "
+                           "or copy the file and open the copy here.")
 
 
 def _saved_model(path: Path):

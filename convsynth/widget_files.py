@@ -7,10 +7,16 @@ import atexit
 import contextlib
 import os
 import re
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: autosaves are not locked (the sandbox needs Linux anyway)
+    fcntl = None
 from pathlib import Path
 
 FOLDER = ".convsynth"
 _given: set[Path] = set()  # autosave paths handed out in this process (each written at its first change)
+_held: dict[Path, int] = {}  # autosave paths this process writes -> the open, locked file that says so
 
 
 def notebook_name() -> str:
@@ -66,7 +72,56 @@ def new_autosave(directory: Path, name: str | None = None) -> Path:
         except OSError:
             pass  # not writable after all: reserved here only, as before
         _given.add(path)
+        hold(path)
         return path
+
+
+def _lock_file(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
+def hold(path: Path) -> bool:
+    """Mark the autosave ``path`` as written by this process: an advisory lock (flock) on ``.<name>.lock``
+    beside it, which the system releases when the process ends, however it ends. Another kernel then does not
+    resume or open it (``in_use``), so two kernels never write one session file. False when another live process
+    holds it; True also where no lock can be taken (a read-only folder, no flock)."""
+    path = Path(path).resolve()
+    if path in _held or fcntl is None:
+        return True
+    try:
+        fd = os.open(_lock_file(path), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    except OSError:
+        os.close(fd)
+        return True
+    _held[path] = fd
+    return True
+
+
+def in_use(path: Path) -> bool:
+    """Whether another live process (a kernel whose widget saves there) holds the autosave ``path``."""
+    path = Path(path).resolve()
+    if path in _held or fcntl is None:
+        return False
+    try:
+        fd = os.open(_lock_file(path), os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: nobody holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing releases a shared lock we took
 
 
 @atexit.register
@@ -75,11 +130,15 @@ def _drop_unwritten() -> None:
         with contextlib.suppress(OSError):
             if path.stat().st_size == 0:
                 path.unlink()
+    for path, fd in _held.items():
+        with contextlib.suppress(OSError):
+            _lock_file(path).unlink()
+            os.close(fd)
 
 
 def latest_autosave(directory: Path, name: str | None = None) -> Path | None:
-    """The autosave of this notebook changed last, or None."""
-    found = [p for _, p in _numbered(Path(directory), name or notebook_name()) if _written(p)]
+    """The autosave of this notebook changed last, or None; one that another kernel writes is not resumed."""
+    found = [p for _, p in _numbered(Path(directory), name or notebook_name()) if _written(p) and not in_use(p)]
     return max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 

@@ -88,6 +88,29 @@ def test_two_kernels_in_one_folder_get_their_own_autosave(tmp_path):
     assert widget_files.saved_sessions(tmp_path) == [paths[0]]
 
 
+def test_a_session_another_kernel_writes_is_not_resumed_or_opened_here(tmp_path):
+    """A kernel holds the autosave its widget writes (a lock the system drops when the process ends): another
+    kernel's ui(resume=True) starts afresh instead of resuming it, and opening it by path is refused in one line,
+    so two kernels never overwrite each other's steps. Once that kernel is gone, the file resumes as before."""
+    import os
+    import subprocess
+    import sys
+    from convsynth import widget_files
+    env = {k: v for k, v in os.environ.items() if k != "JPY_SESSION_NAME"}
+    code = ("import sys; from convsynth import widget_files as f; p = f.new_autosave(sys.argv[1]); "
+            "p.write_text('{}'); print(p, flush=True); sys.stdin.read()")
+    other = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env=env)
+    path = Path(other.stdout.readline().strip())
+    assert widget_files.in_use(path) and not widget_files.hold(path)
+    assert widget_files.latest_autosave(tmp_path, "session") is None
+    with pytest.raises(convsynth.SessionError, match="session-1.json is open in another kernel"):
+        ui(str(path), directory=tmp_path)
+    other.communicate("", timeout=60)
+    assert not widget_files.in_use(path)
+    assert widget_files.latest_autosave(tmp_path, "session").resolve() == path.resolve()
+
+
 def test_ui_takes_a_model_a_session_or_a_path(cg, checkpoint, session, tmp_path):
     made = ui(cg, max_new_tokens=5, directory=tmp_path)
     assert isinstance(made, SessionWidget) and made.session.model is cg
