@@ -127,7 +127,7 @@ class Session:
         old = self.__dict__.get(name, self)
         object.__setattr__(self, name, value)
         if name in SETTINGS and old is not self and "_listeners" in self.__dict__ and old != value:
-            self._notify(Change("settings", settings=(name,)))  # a view's sliders follow code
+            self._changed(Change("settings", settings=(name,)))  # autosaved; a view's sliders follow code
 
     # ---- the text the model sees -------------------------------------------------------------------------
     @property
@@ -444,11 +444,12 @@ class Session:
         with self._lock:
             self._wait_idle()
             i = self._index(index)
+            self._cancel.clear()  # now, not after the replay: a Stop during the replay stops the rerun
             if any(t.result is not None for t in self.turns[i:]):
                 for t in self.turns[i:]:
                     t.result = None  # in place: a run is not a change to undo (history.py)
                 self._reset_sandbox()
-            return self.run(timeout=timeout, upto=i)
+            return self._run_and_report(timeout, i)
 
     # ---- history: undo, redo, autosave, listeners ------------------------------------------------------------
     def _start_history(self, autosave=None) -> None:
@@ -607,17 +608,20 @@ class Session:
         Returns their ExecutionResults (each also on its Turn). ``cancel()`` from another thread interrupts the
         running step and runs no further ones; the steps not reached keep ``result`` None. With ``auto_fix``, a
         generated step that fails is fixed (``fix``) up to that many times before the run goes on."""
-        if timeout is not None:
-            from .execution import check_limits
-            check_limits(timeout, None, SessionError)
         with self._lock:
             self._wait_idle()
             self._cancel.clear()
-            results = self._run(timeout, upto, fix=self.auto_fix > 0)
-            if results:  # outputs are saved too; not an undoable change
-                self._changed(Change("run", ran=[i for i, t in enumerate(self.turns)
-                                                 if any(t.result is r for r in results)]))
-            return results
+            return self._run_and_report(timeout, upto)
+
+    def _run_and_report(self, timeout: float | None, upto: int | None) -> list:
+        if timeout is not None:
+            from .execution import check_limits
+            check_limits(timeout, None, SessionError)
+        results = self._run(timeout, upto, fix=self.auto_fix > 0)
+        if results:  # outputs are saved too; not an undoable change
+            self._changed(Change("run", ran=[i for i, t in enumerate(self.turns)
+                                             if any(t.result is r for r in results)]))
+        return results
 
     def _run(self, timeout: float | None, upto: int | None, fix: bool) -> list:
         results = []

@@ -173,14 +173,18 @@ class _Card(W.VBox):
 
     @_guarded
     def _open_editor(self):
-        self.editor.value = self.turn.instruction or ""
+        # the text of an edit that failed or was stopped comes back, not the old instruction
+        self.editor.value = self.owner.drafts.get(self.turn.instruction) or self.turn.instruction or ""
         _show(self.edit_row, True)
         self.editor.focus()
 
     @_guarded
     def _save_edit(self, text: str):
+        self.owner.drafts[self.turn.instruction] = text  # until the edit has made its step
         if self.owner._edit(self.index, text, self.following.value):
             _show(self.edit_row, False)
+        else:
+            self.owner.drafts.pop(self.turn.instruction, None)
 
 
 class SessionWidget(W.VBox):
@@ -194,6 +198,7 @@ class SessionWidget(W.VBox):
         self.directory = Path(directory) if directory is not None else Path.cwd()
         self.thread: threading.Thread | None = None
         self.work = Work()  # shared with the action thread
+        self.drafts: dict = {}  # a step's instruction -> the text of an edit of it not yet made (failed, stopped)
         self._syncing = False  # settings being shown from the session: not written back
         self._cards: dict[int, _Card] = {}
         self._refresh_lock = threading.RLock()
@@ -435,8 +440,8 @@ class SessionWidget(W.VBox):
 
         def work():
             turn = self.session.ask(text, on_text=self._streamer(len(self.session.turns), text), run=False)
-            if self.instruction.value.strip() == text:  # unless the user typed the next one meanwhile
-                self.instruction.value = ""
+            if self.instruction.value.strip() == text and turn.stats.finish_reason != "cancelled":
+                self.instruction.value = ""  # unless the user typed the next one meanwhile, or pressed Stop
             self._after_generating(turn, "step")
         self._start("generate", "Generating&hellip;", work, live=text)
 
@@ -450,6 +455,8 @@ class SessionWidget(W.VBox):
         def work():
             turn = self.session.edit(index, text, regenerate_following=following,
                                      on_text=self._streamer(index, text), run=False)
+            if turn.stats.finish_reason != "cancelled":
+                self.drafts = {k: v for k, v in self.drafts.items() if v != text}  # the step has it now
             self._after_generating(turn, "edit")
         return self._start("generate", "Generating&hellip;", work, live=text, at=index)
 
@@ -499,7 +506,7 @@ class SessionWidget(W.VBox):
 
         def work():
             self.session.edit_code(index, code)
-            if run:
+            if run and not self.work.stop_requested:  # a Stop while the sandbox replayed the steps before it
                 self.work.action, self.work.run_upto = "run", index
                 self.refresh()
                 self.session.run(timeout=self.session.timeout, upto=index)
@@ -632,6 +639,7 @@ class SessionWidget(W.VBox):
         self.session = new
         self._subscribe(new)
         old.close()
+        self._show_settings()  # the opened session's settings, not the previous one's
         self._saved_here(path, "Opened")
         self.refresh()
 
@@ -679,7 +687,7 @@ class SessionWidget(W.VBox):
     # ---- showing state -----------------------------------------------------------------------------------
     def show_error(self, error) -> None:
         """Show an error (an exception or a message) in the error area; errors add up until the next action."""
-        if isinstance(error, ConvsynthError):
+        if isinstance(error, (ConvsynthError, OSError)):  # OSError: a folder that cannot be written, named
             body = f"<b>{esc(type(error).__name__)}</b>: {esc(error)}"
         elif isinstance(error, BaseException):
             tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))

@@ -197,6 +197,30 @@ def test_a_step_that_cannot_replay_shows_as_not_run(tiny, tmp_path):
     s.close()
 
 
+def test_a_stop_while_rerun_replays_the_earlier_steps_stops_the_rerun(tiny, tmp_path):
+    """rerun(i) first brings the sandbox back to the steps before i (a replay), then runs; a Stop during the
+    replay must end it there, not be cleared by the run that follows (the widget's Run again kept running)."""
+    s = Session(tiny[0], cwd=tmp_path)
+    started = tmp_path / "started"
+    s.add_code(f"import time\nopen({str(started)!r}, 'a').write('x')\ntime.sleep(4)")
+    s.add_code("print('second')")
+    assert [r.ok for r in s.run()] == [True, True]
+    started.unlink()
+    done = []
+    th = threading.Thread(target=lambda: done.append(s.rerun(1)))
+    th.start()
+    deadline = time.monotonic() + 60
+    while not started.exists():  # the replay of step 1 is running
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    s.cancel()
+    th.join(60)
+    assert done == [[]] and time.monotonic() - t0 < 3  # nothing ran after the Stop, and it did not wait
+    assert s.turns[1].result is None
+    s.close()
+
+
 def test_context_window_error_and_drop_oldest(tiny):
     cg = tiny[0]
     s = Session(cg, temperature=0, max_new_tokens=64)

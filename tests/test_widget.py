@@ -469,3 +469,55 @@ def test_the_widget_follows_changes_made_from_code(w, session):
     w.temperature.value = 0.3  # and the controls still change the session
     assert session.sampling.temperature == 0.3 and session.sampling.top_p == 0.5
     assert not w.busy and w.work.action == ""
+
+
+def test_stopped_or_failed_work_keeps_what_the_user_typed(w, session, monkeypatch):
+    """Stop during a generation leaves the instruction in its box (the step is dropped, the words are not); an
+    edit that fails brings its text back when the editor opens again, not the old instruction."""
+    monkeypatch.setattr(widget_module, "STREAM_INTERVAL", 0.0)
+    generate(w, "Assign 3 to x.")
+    session.sampling = session.sampling.replace(max_new_tokens=1500)
+    w.instruction.value = "Print the numbers from 1 to 1000."
+    submit(w.instruction, w.instruction.value)
+    deadline = time.monotonic() + WAIT
+    while "cs-hl" not in w.live.code.html and time.monotonic() < deadline:
+        time.sleep(0.02)
+    w.stop_button.click()
+    assert w.wait(WAIT) and len(session.turns) == 1
+    assert w.instruction.value == "Print the numbers from 1 to 1000."
+    session.sampling = session.sampling.replace(max_new_tokens=4000)  # more than the window: the edit fails
+    card = cards(w)[0]
+    card.edit_button.click()
+    submit(card.editor, "Assign the number of seconds in a leap year to x.")
+    assert w.wait(WAIT) and "ContextWindowError" in w.error.value
+    assert session.turns[0].instruction == "Assign 3 to x."
+    cards(w)[0].edit_button.click()
+    assert cards(w)[0].editor.value == "Assign the number of seconds in a leap year to x."
+
+
+def test_settings_are_autosaved_and_open_shows_the_opened_ones(w, session, cg, tmp_path):
+    session.add_code("x = 1")
+    w.timeout.value = 60.0
+    saved = json.loads(session.autosave.read_text())
+    assert saved["timeout"] == 60.0  # a settings change is a change: written at once
+    other = convsynth.Session(cg, timeout=25.0, temperature=0.7, cwd=None)
+    path = other.save(tmp_path / "other.json")
+    w.open_session(str(path))
+    assert visible(w.confirm_row)  # this session has a step: asked first
+    w.confirm_yes.click()
+    assert w.wait(WAIT) and not w.error.value
+    assert w.session.timeout == 25.0 and w.timeout.value == 25.0 and w.temperature.value == 0.7
+    w.session.close()
+    other.close()
+
+
+def test_a_folder_that_cannot_be_written_is_one_line(cg, tmp_path):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the notebook's folder should be")
+    made = ui(cg, directory=blocked, cwd=None)
+    made.session.add_code("x = 1")
+    for press in (made.save, made.export_python, made.export_notebook):
+        made.clear_error()
+        press()
+        assert "Error" in made.error.value and "traceback" not in made.error.value, made.error.value
+    made.session.close()
