@@ -731,12 +731,22 @@ class SessionWidget(W.VBox):
             hold = self.work.hold if self.busy else None
             if hold is not None:  # a step being generated at hold[0]: the cards after it stay, waiting
                 turns = turns[:hold[0]]
+            # An Edit box open on a step that is replaced by a copy (an earlier step changed, an undo): its text
+            # moves to the new card of that step instead of closing with the old one.
+            open_edits = [(c.turn.instruction, c.editor.value) for c in self._cards.values()
+                          if c.edit_row.layout.display != "none" and all(c.turn is not t for t in s.turns)]
             shown = []
             for i, turn in enumerate(turns):
                 shown.append(self._card(turn, i))
             if hold is not None:
                 shown.append(self.live)
                 shown += [self._card(turn, hold[0] + 1 + k) for k, turn in enumerate(hold[1])]
+            for instruction, text in open_edits:
+                card = next((c for c in shown if c is not self.live and c.turn.instruction == instruction
+                             and c.edit_row.layout.display == "none"), None)
+                if card is not None:
+                    card.editor.value = text
+                    _show(card.edit_row, True)
             keep = set(map(id, shown))
             for key, card in list(self._cards.items()):
                 if id(card) not in keep and all(card.turn is not t for t in s.turns):

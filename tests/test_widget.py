@@ -521,3 +521,18 @@ def test_a_folder_that_cannot_be_written_is_one_line(cg, tmp_path):
         press()
         assert "Error" in made.error.value and "traceback" not in made.error.value, made.error.value
     made.session.close()
+
+
+def test_an_open_edit_box_survives_a_change_to_an_earlier_step(w, session):
+    """Changing step 1's code makes every later step a copy, so their cards are rebuilt: an Edit box open on step
+    3, with what was typed in it, is open on the new card."""
+    for code in ("x = 1", "y = 2", "print(x + y)"):
+        session.add_code(code, f"Step with {code}.")
+    w.refresh()
+    third = cards(w)[2]
+    third.edit_button.click()
+    third.editor.value = "Print the sum of x and y, squared."
+    cards(w)[0].code._handle_custom_msg({"type": "save", "text": "x = 10"}, [])
+    assert w.wait(WAIT) and not w.error.value and session.turns[0].code == "x = 10\n"
+    now = cards(w)[2]
+    assert now is not third and visible(now.edit_row) and now.editor.value == "Print the sum of x and y, squared."
