@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .flags import engine_flags, load_model, model_flags
+from .flags import check_output, engine_flags, load_model, model_flags
 
 
 def _sampling_flags(p: argparse.ArgumentParser) -> None:
@@ -58,11 +58,8 @@ DEMO_TURNS = [
 def cmd_demo(args) -> int:
     """The main job: a multi-turn session on a model, each step generated, run in the sandbox and shown."""
     import convsynth
-    from .errors import UsageError
-    for flag, path in (("--save", args.save), ("--notebook", args.notebook)):  # before the turns, not after them
-        if path and (Path(path).is_dir() or not Path(path).resolve().parent.is_dir()):
-            raise UsageError(f"{flag} {path}: " + ("that is a folder; give a file name." if Path(path).is_dir() else
-                             f"the folder {Path(path).resolve().parent} does not exist; create it first."))
+    check_output("--save", args.save)  # before the turns, not after them
+    check_output("--notebook", args.notebook)
     print(f"Loading {'the packaged model' if args.model is None else args.model} ...", flush=True)
     cg = load_model(args)
     print(repr(cg), flush=True)

@@ -255,8 +255,9 @@ def _check_options(name_or_path, dtype, fast, quantize, draft) -> None:
     checkpoint.parse_dtype(dtype, torch.device("cpu"))  # the device's own default is chosen later
     if fast not in (*FAST, True, False, None):
         raise OptionError(f"fast={fast!r}: choose one of {', '.join(FAST)} (or False for eager).")
-    if quantize not in (None, False, "none", "fp32", "", "int8"):
-        raise OptionError(f"quantize={quantize!r}: use 'int8' (int8 weights) or None (the checkpoint's own dtype).")
+    if quantize not in (None, False):
+        from .quant import check_mode  # quant.py is needed anyway when a quantize value is given
+        check_mode(quantize)
     if draft is not None and not isinstance(draft, CodeGen):
         raise OptionError(f"draft={draft!r:.80} must be a loaded model: draft=convsynth.load() for the packaged one, "
                           "or convsynth.load(PATH) for a smaller checkpoint with the same tokenizer.")

@@ -5,6 +5,16 @@ from __future__ import annotations
 FAST_CHOICES = ["auto", "cuda_graphs", "compile", "onednn", "eager"]
 
 
+def check_output(flag: str, path: str | None) -> None:
+    """A file a verb writes at its end (``--out``, ``--save``...), refused before the work when it cannot be."""
+    from pathlib import Path
+    from .errors import UsageError
+    if path and not Path(path).resolve().parent.is_dir():
+        raise UsageError(f"{flag} {path}: the folder {Path(path).resolve().parent} does not exist; create it first.")
+    if path and Path(path).is_dir():
+        raise UsageError(f"{flag} {path} is a directory; give a file path.")
+
+
 def model_flags(p, *, fast: bool = True) -> None:
     """``--model``, ``--device``, ``--dtype`` and (unless ``fast=False``) ``--fast``."""
     p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: the packaged model)")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ContextWindowError, UsageError, describe
-from .flags import model_flags
+from .flags import check_output, model_flags
 from .mtpb_check import (DEFAULT_TIMEOUT, PREAMBLE, Problem, build_program, check, load_problems, mtpb_score,
                          pass_at_k)
 
@@ -275,12 +275,8 @@ def _check_args(args) -> None:
         raise UsageError(f"--jobs {args.jobs}: give at least 1.")
     if not 0 < args.timeout < float("inf"):
         raise UsageError(f"--timeout {args.timeout}: give a finite number of seconds > 0.")
-    for flag, path in (("--out", args.out), ("--report", args.report)):
-        if path and not Path(path).resolve().parent.is_dir():
-            raise UsageError(f"{flag} {path}: the folder {Path(path).resolve().parent} does not exist; create it "
-                             "first.")
-        if path and Path(path).is_dir():
-            raise UsageError(f"{flag} {path} is a directory; give a file path.")
+    check_output("--out", args.out)
+    check_output("--report", args.report)
 
 
 def problems_for(args) -> list:

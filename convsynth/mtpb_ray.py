@@ -79,7 +79,7 @@ def run(model, problems: list[Problem], *, address: str | None = "local", replic
     check_task = ray.remote(num_cpus=1)(_check)  # a CPU task: checks never wait on a GPU actor's slot
 
     options = dict(single_turn=single_turn, temperature=temperature, top_p=top_p, seed=seed)
-    settings = dict(temperature=temperature, top_p=top_p, seed=seed, single_turn=single_turn)  # as mtpb.run's
+    settings = options  # recorded with each program, as mtpb.run records the same four
     done = resume_from(out, settings)
     todo = deque((p, c, k) for p in problems if not (skip_unavailable and p.unavailable)
                  for c in range(p.cases) for k in range(samples) if (p.id, c, k) not in done)

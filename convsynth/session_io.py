@@ -96,7 +96,7 @@ def _record(cls, data: dict, where: str):
     import dataclasses
     from .execution import ExecutionResult, STATUSES
     values = {f.name: _check(data, f.name, _FIELD_TYPES[f.type], where, required=f.name == "status")
-              for f in dataclasses.fields(cls) if f.name in data or f.name == "status" and cls is ExecutionResult}
+              for f in dataclasses.fields(cls) if f.name in data or f.name == "status"}
     if cls is ExecutionResult:
         if values["status"] not in STATUSES:
             raise SessionError(f"{where}: status {values['status']!r} is not one of {', '.join(STATUSES)}.")

@@ -631,8 +631,7 @@ class SessionWidget(W.VBox):
     def _open(self, path: Path) -> None:
         from .session import Session
         old = self.session
-        if path != old.autosave:
-            _refuse_if_in_use(path)
+        _refuse_if_in_use(path)  # before loading; the session's own file is this process's, never in use
         new = Session.load(path, old.model, autosave=path)
         _refuse_if_in_use(path, hold=True)
         new.auto_run, new._listeners = old.auto_run, []

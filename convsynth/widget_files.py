@@ -7,12 +7,12 @@ import atexit
 import contextlib
 import os
 import re
+from pathlib import Path
 
 try:
     import fcntl
 except ImportError:  # not POSIX: autosaves are not locked (the sandbox needs Linux anyway)
     fcntl = None
-from pathlib import Path
 
 FOLDER = ".convsynth"
 _given: set[Path] = set()  # autosave paths handed out in this process (each written at its first change)
@@ -53,24 +53,19 @@ def new_autosave(directory: Path, name: str | None = None) -> Path:
     folder = Path(directory).resolve() / FOLDER
     found = _numbered(Path(directory), name)
     n = found[-1][0] + 1 if found else 1
-    try:
+    with contextlib.suppress(OSError):
         folder.mkdir(parents=True, exist_ok=True)
-        writable = True
-    except OSError:
-        writable = False
     while True:
         path = folder / f"{name}-{n}.json"
         n += 1
         if path in _given:
             continue
         try:
-            if writable:
-                with open(path, "x"):
-                    pass
+            open(path, "x").close()
         except FileExistsError:
             continue
         except OSError:
-            pass  # not writable after all: reserved here only, as before
+            pass  # the folder cannot be written: reserved in this process only
         _given.add(path)
         hold(path)
         return path

@@ -54,7 +54,7 @@ def test_complete_refuses_bad_flags(args, words):
 @pytest.mark.parametrize("flag", ["--save", "--notebook"])
 def test_demo_refuses_a_place_it_cannot_write_before_the_turns(flag, tmp_path):
     refused(cli("demo", flag, str(tmp_path / "no" / "s.json")), "does not exist; create it first")
-    refused(cli("demo", flag, str(tmp_path)), "that is a folder")
+    refused(cli("demo", flag, str(tmp_path)), "is a directory; give a file path")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
